@@ -1,0 +1,45 @@
+"""The errors a user of edge-verify can see.
+
+Every failure the product knows about is one of these. Each carries a one-line message a
+person understands; the CLI prints it and exits with code 2.
+"""
+
+
+class EdgeVerifyError(Exception):
+    """Base class: `str(error)` is the one-line message shown to the user."""
+
+
+class ImageError(EdgeVerifyError):
+    """An input image cannot be used. `reason` is one of REASONS."""
+
+    REASONS = ("unreadable", "not_an_image", "empty", "blank", "too_small", "too_large")
+
+    def __init__(self, reason: str, message: str):
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown ImageError reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+
+
+class DatasetError(EdgeVerifyError):
+    """A dataset folder does not have the layout it was read as."""
+
+
+class ModelError(EdgeVerifyError):
+    """A model bundle is missing, damaged, tampered with or of the wrong kind."""
+
+
+class StoreError(EdgeVerifyError):
+    """The local store of enrolments cannot be read or written."""
+
+
+class UnknownUserError(StoreError):
+    """The user named is not enrolled."""
+
+
+class ProfileError(EdgeVerifyError):
+    """A device profile is missing or invalid."""
+
+
+class CaptureError(EdgeVerifyError):
+    """A camera, signature pad or stroke file did not deliver a usable signature."""
