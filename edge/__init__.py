@@ -1,1 +1,28 @@
-"""placeholder"""
+"""edge-verify on the device: enrol reference signatures, check a new one, identify a writer.
+
+    from edge_verify.edge import load_model, open_store, enroll, check, identify
+
+The names below are imported on first use, so `import edge_verify.edge.errors` (and the CLI's
+--help) do not pay for numpy, OpenCV and the TFLite runtime.
+"""
+import importlib
+
+_PUBLIC = {
+    "load_model": "inference", "load_bundle": "inference", "Model": "inference", "Bundle": "inference",
+    "open_store": "api", "embed_image": "api", "enroll": "api", "check": "api", "identify": "api",
+    "search": "api", "list_users": "api", "show_user": "api", "remove_user": "api",
+    "export_enrolments": "api", "import_enrolments": "api", "info": "api",
+    "Enrolment": "api", "CheckResult": "api", "Candidate": "api",
+    "Store": "store",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,22 +1,405 @@
 """The `edge-verify` command line: a thin wrapper around the public functions of edge_verify.edge.
 
-Exit codes: 0 match / ok, 1 no match, 2 error (one line on stderr).
+Exit codes: 0 match / ok, 1 no match, 2 error (one line on stderr: "error: ...").
 Workstation commands (train, evaluate, convert) live in training/ and convert/ and import
-TensorFlow only when they run.
+TensorFlow only when they run. Device commands import numpy, OpenCV and the TFLite runtime only
+when they run, so `edge-verify --help` stays instant.
+
+Settings: a value given on the command line (or its EDGE_VERIFY_* environment variable) wins; a
+device profile may supply the others, either through click's ctx.default_map (keys "model",
+"db", "threads", "delegate", and "check": {"threshold": ...}) or with Settings.with_defaults();
+what is left comes from the defaults (the packaged model, the user's data folder, the CPU).
 """
+import json
+import os
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
 import click
 
 from edge_verify.convert.commands import convert
+from edge_verify.edge.errors import EdgeVerifyError
 from edge_verify.training.commands import evaluate, evaluate_omniglot, train
 
+# OpenCV would print "[ WARN:0] ... input buffer is incomplete" next to our one-line error.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+EPILOG = """\b
+Exit codes: 0 match / ok, 1 no match, 2 error (one line on stderr: "error: ...").
+With --json every command prints one JSON document on stdout (see notes/cli.md).
+"""
+
+
+@dataclass
+class Settings:
+    """What the device commands run with; None means "not given: use the default"."""
+    model: str | None = None        # bundle folder; None: the packaged default model
+    db: str | None = None           # store file; None: store.sqlite3 in the user's data folder
+    threads: int | None = None      # interpreter threads; None: the runtime decides
+    delegate: str | None = None     # "none" (CPU) or "edgetpu"; None: "none"
+    variant: str | None = None      # model file: int8 (default), float32, float16, edgetpu
+    backend: str | None = None      # "litert", "tflite_runtime", "tensorflow"; None: first installed
+    _loaded: dict = field(default_factory=dict, repr=False)
+
+    def with_defaults(self, **defaults) -> "Settings":
+        """A copy where each setting still None takes the value in `defaults` (e.g. from a profile)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_loaded"}
+        for name, value in defaults.items():
+            if name not in values:
+                raise TypeError(f"unknown setting {name!r}")
+            if values[name] is None:
+                values[name] = value
+        return Settings(**values)
+
+    def bundle(self):
+        """The model bundle's manifest (checked), without loading the interpreter."""
+        if "bundle" not in self._loaded:
+            from edge_verify.edge.inference import load_bundle
+            self._loaded["bundle"] = load_bundle(self.model)
+        return self._loaded["bundle"]
+
+    def load_model(self):
+        if "model" not in self._loaded:
+            from edge_verify.edge.inference import load_model
+            self._loaded["model"] = load_model(self.model, threads=self.threads,
+                                               delegate=self.delegate or "none",
+                                               variant=self.variant, backend=self.backend)
+        return self._loaded["model"]
+
+    def store(self):
+        if "store" not in self._loaded:
+            from edge_verify.edge.store import Store
+            store = Store(self.db)
+            self._loaded["store"] = store
+            click.get_current_context().call_on_close(store.close)
+        return self._loaded["store"]
+
+
+class _Failure(click.ClickException):
+    """An EdgeVerifyError as the CLI shows it: 'error: ...' on stderr, exit code 2."""
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"error: {self.message}", err=True)
+
+
+class _Group(click.Group):
+    """Turns errors into exit code 2 (known ones into one line) and runtime warnings into 'warning: ...'."""
+
+    def invoke(self, ctx):
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except EdgeVerifyError as error:
+                raise _Failure(str(error)) from None
+            except (KeyboardInterrupt, click.Abort):
+                raise _Failure("interrupted") from None
+            except click.ClickException as error:
+                if error.exit_code == 1:  # 1 means "no match" here
+                    error.exit_code = 2
+                raise
+            except click.exceptions.Exit:
+                raise
+            except Exception as error:  # a bug: show where, but still exit 2, never 1 ("no match")
+                traceback.print_exc()
+                raise _Failure(f"unexpected {type(error).__name__}: {error} (a bug in edge-verify; "
+                               "the traceback above shows where)") from None
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    from edge_verify.edge.inference import RuntimeFallbackWarning
+    if issubclass(category, RuntimeFallbackWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+def json_option(command):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print one JSON document on stdout instead of text.")(command)
+
+
+def _emit(as_json: bool, data, text: str) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(package_name="edge-verify")
-def main():
+@click.option("--model", metavar="BUNDLE_DIR", envvar="EDGE_VERIFY_MODEL",
+              help="Model bundle folder [default: the model shipped with edge-verify].")
+@click.option("--db", metavar="PATH", envvar="EDGE_VERIFY_DB",
+              help="Store file [default: store.sqlite3 in the user's data folder].")
+@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads.")
+@click.option("--delegate", type=click.Choice(["none", "edgetpu"]),
+              help="Run on the CPU (none) or a Coral Edge TPU (falls back to the CPU with a warning).")
+@click.pass_context
+def main(ctx, model, db, threads, delegate):
     """Offline handwritten-signature verification on the device."""
+    ctx.obj = Settings(model=model, db=db, threads=threads, delegate=delegate)
 
 
 main.add_command(train)
 main.add_command(evaluate)
 main.add_command(evaluate_omniglot)
 main.add_command(convert)
+
+
+# ------------------------------------------------------------------ enroll
+
+
+@main.command(epilog=EPILOG)
+@click.argument("user", required=False)
+@click.argument("images", nargs=-1, metavar="[IMAGE]...")
+@click.option("--replace", is_flag=True, help="Drop the user's references and enrol them anew.")
+@click.option("--append", is_flag=True, help="Add references to an enrolled user.")
+@click.option("--from-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Enrol many users: DIR holds one subfolder per user, named after the user, "
+                   "with that user's reference images.")
+@json_option
+@click.pass_obj
+def enroll(settings, user, images, replace, append, from_dir, as_json):
+    """Enrol USER with 1 to N reference signatures (3 to 5 recommended).
+
+    Refuses blank or unreadable images and references that repeat another one, and reports
+    how consistent the set is: its spread and any reference that does not match the others.
+    The user is either fully enrolled or left as before.
+    """
+    if replace and append:
+        raise click.UsageError("--replace and --append exclude each other")
+    mode = "replace" if replace else "append" if append else "new"
+    if from_dir is not None:
+        if user or images:
+            raise click.UsageError("give either USER IMAGE... or --from-dir DIR, not both")
+        return _enroll_folder(settings, from_dir, mode, as_json)
+    if not user or not images:
+        raise click.UsageError("give a USER and at least one IMAGE (or --from-dir DIR)")
+    from edge_verify.edge import api
+    result = api.enroll(settings.load_model(), settings.store(), user, images, mode=mode)
+    _emit(as_json, result.to_dict(), _enrolment_text(result))
+
+
+def _enroll_folder(settings, folder: Path, mode: str, as_json: bool):
+    from edge_verify.edge import api
+    if not folder.is_dir():
+        raise EdgeVerifyError(f"{folder} is not a folder")
+    users = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not users:
+        raise EdgeVerifyError(f"{folder} has no user subfolders (expected DIR/USER/IMAGE files)")
+    model, store = settings.load_model(), settings.store()
+    enrolled, failed = [], []
+    with click.progressbar(users, label="Enrolling", file=sys.stderr,
+                           item_show_func=lambda p: p.name if p else "") as bar:
+        for user_dir in bar:
+            images = sorted(p for p in user_dir.iterdir()
+                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            try:
+                if not images:
+                    raise EdgeVerifyError(f"{user_dir} holds no images")
+                enrolled.append(api.enroll(model, store, user_dir.name, images, mode=mode))
+            except EdgeVerifyError as error:
+                failed.append({"user": user_dir.name, "error": str(error)})
+    lines = [f"enrolled {r.user}: {r.references} references, spread "
+             f"{_number(r.spread)}, {len(r.outliers)} outliers" for r in enrolled]
+    lines += [f"failed {f['user']}: {f['error']}" for f in failed]
+    lines.append(f"{len(enrolled)} users enrolled, {len(failed)} failed")
+    _emit(as_json, {"enrolled": [r.to_dict() for r in enrolled], "failed": failed}, "\n".join(lines))
+    if failed:
+        click.get_current_context().exit(2)
+
+
+def _enrolment_text(result) -> str:
+    lines = [f"enrolled {result.user}: {result.added} references added, {result.references} in all"
+             + {"new": "", "replace": " (replaced)", "append": " (appended)"}[result.mode]]
+    if result.spread is None:
+        lines.append("consistency: one reference, no spread to measure (3 to 5 references give a "
+                     "threshold adapted to this writer)")
+    else:
+        typical = f" (typical {result.typical_spread:.3f})" if result.typical_spread is not None else ""
+        lines.append(f"consistency: spread {result.spread:.3f}{typical}; checks will use "
+                     f"distance threshold {result.threshold:.3f}")
+    for outlier in result.outliers:
+        lines.append(f"outlier: {outlier['reference']} does not match the other references "
+                     f"(distance {outlier['distance']:.3f} > {outlier['threshold']:.3f}); "
+                     "consider replacing it")
+    return "\n".join(lines)
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+# ------------------------------------------------------------------ check / identify
+
+
+@main.command(epilog=EPILOG)
+@click.argument("user")
+@click.argument("image")
+@click.option("--threshold", type=click.FloatRange(0, 2), metavar="DISTANCE",
+              help="Distance threshold (0..2) instead of the calibrated one adapted to the user.")
+@json_option
+@click.pass_obj
+def check(settings, user, image, threshold, as_json):
+    """Verify IMAGE against USER's references: MATCH (exit 0) or NO MATCH (exit 1).
+
+    Prints the similarity (0..1), the distance to the references and the threshold used: the
+    model's calibrated threshold adapted to the spread of the user's references, or --threshold.
+    """
+    from edge_verify.edge import api
+    result = api.check(settings.load_model(), settings.store(), user, image, threshold=threshold)
+    relation = "<=" if result.match else ">"
+    _emit(as_json, result.to_dict(),
+          f"{'MATCH' if result.match else 'NO MATCH'}: {result.user}  similarity {result.similarity:.3f}  "
+          f"distance {result.distance:.3f} {relation} threshold {result.threshold:.3f} ({result.threshold_source})")
+    click.get_current_context().exit(0 if result.match else 1)
+
+
+@main.command(epilog=EPILOG)
+@click.argument("image")
+@click.option("-k", "--top", default=5, show_default=True, type=click.IntRange(min=1),
+              help="How many users to list.")
+@json_option
+@click.pass_obj
+def identify(settings, image, top, as_json):
+    """Find the enrolled users whose signatures are most like IMAGE (1:N search).
+
+    Exit 0 when the best candidate passes its threshold, 1 when nobody does.
+    """
+    from edge_verify.edge import api
+    candidates = api.identify(settings.load_model(), settings.store(), image, top)
+    width = max(len(c.user) for c in candidates)
+    lines = [f"{rank:>2}. {c.user:<{width}}  similarity {c.similarity:.3f}  distance {c.distance:.3f}  "
+             f"{'MATCH' if c.match else 'no match'} (threshold {c.threshold:.3f})"
+             for rank, c in enumerate(candidates, start=1)]
+    _emit(as_json, {"candidates": [c.to_dict() for c in candidates]}, "\n".join(lines))
+    click.get_current_context().exit(0 if candidates[0].match else 1)
+
+
+# ------------------------------------------------------------------ users
+
+
+@main.group(epilog=EPILOG)
+def users():
+    """List, show or remove enrolled users."""
+
+
+@users.command("list", epilog=EPILOG)
+@json_option
+@click.pass_obj
+def users_list(settings, as_json):
+    """List the enrolled users."""
+    from edge_verify.edge import api
+    rows = api.list_users(settings.store(), settings.bundle())
+    width = max([len(r["name"]) for r in rows] + [4])
+    lines = [f"{'USER':<{width}}  REFS  ENROLLED                   MODEL"]
+    lines += [f"{r['name']:<{width}}  {r['references']:>4}  {r['created_at']:<25}  "
+              f"{'current' if r['current_model'] else 'other model: re-enroll with --replace'}"
+              for r in rows]
+    lines.append(f"{len(rows)} users")
+    _emit(as_json, {"users": rows}, "\n".join(lines))
+
+
+@users.command("show", epilog=EPILOG)
+@click.argument("user")
+@json_option
+@click.pass_obj
+def users_show(settings, user, as_json):
+    """Show USER's references (source, image hash, time), spread and latest checks."""
+    from edge_verify.edge import api
+    details = api.show_user(settings.store(), user, settings.bundle())
+    lines = [f"user: {details['name']}", f"enrolled: {details['created_at']} (updated {details['updated_at']})",
+             f"model: {details['model_fingerprint'][:12]}"
+             + ("" if details["current_model"] else " (other model: re-enroll with --replace)"),
+             f"spread: {_number(details['spread'])}"]
+    if "threshold" in details:
+        lines.append(f"threshold: {details['threshold']:.3f}")
+    lines.append(f"references: {len(details['references'])}")
+    lines += [f"  {r['source']}  {r['image_sha256'][:12]}  {r['captured_at']}" for r in details["references"]]
+    lines += [f"outlier: {o['reference']} (distance {o['distance']:.3f} > {o['threshold']:.3f})"
+              for o in details.get("outliers", [])]
+    if details["latest_checks"]:
+        lines.append("latest checks:")
+        lines += [f"  {c['checked_at']}  {c['kind']:<8}  {c['result']:<8}  similarity {_number(c['similarity'])}"
+                  for c in details["latest_checks"]]
+    _emit(as_json, details, "\n".join(lines))
+
+
+@users.command("remove", epilog=EPILOG)
+@click.argument("user")
+@json_option
+@click.pass_obj
+def users_remove(settings, user, as_json):
+    """Delete USER and their references (the audit log keeps its lines)."""
+    from edge_verify.edge import api
+    api.remove_user(settings.store(), user)
+    _emit(as_json, {"removed": user}, f"removed {user}")
+
+
+# ------------------------------------------------------------------ export / import / info
+
+
+@main.command("export", epilog=EPILOG)
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--user", "names", multiple=True, metavar="USER", help="Export only this user (repeatable).")
+@json_option
+@click.pass_obj
+def export_command(settings, path, names, as_json):
+    """Write enrolments to PATH (JSON: embeddings, no images) to provision other devices.
+
+    The file carries the model fingerprint and preprocessing version; `import` on a device
+    with another model refuses it. Users enrolled with another model are skipped.
+    """
+    from edge_verify.edge import api
+    summary = api.export_enrolments(settings.store(), settings.bundle(), path, names or None)
+    text = f"exported {summary['users']} users ({summary['references']} references) to {path}"
+    if summary["skipped"]:
+        text += f"\nskipped (enrolled with another model): {', '.join(summary['skipped'])}"
+    _emit(as_json, summary, text)
+
+
+@main.command("import", epilog=EPILOG)
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Replace users that are already enrolled.")
+@json_option
+@click.pass_obj
+def import_command(settings, path, replace, as_json):
+    """Add the users of an export file: all of them, or none on any error."""
+    from edge_verify.edge import api
+    summary = api.import_enrolments(settings.store(), settings.bundle(), path, replace=replace)
+    _emit(as_json, summary, f"imported {summary['users']} users ({summary['references']} references) "
+                            f"from {path}")
+
+
+@main.command(epilog=EPILOG)
+@json_option
+@click.pass_obj
+def info(settings, as_json):
+    """Show the runtime, delegate, model bundle and store in use."""
+    from edge_verify.edge import api
+    details = api.info(settings.load_model(), settings.store())
+    runtime, model, store = details["runtime"], details["model"], details["store"]
+    text = "\n".join([
+        f"runtime: {runtime['name']} {runtime['version']}, delegate {runtime['delegate']}, "
+        f"threads {runtime['threads'] or 'auto'}, running {runtime['model_file']}",
+        f"model: {model['path']}",
+        f"  fingerprint {model['fingerprint'][:12]}, input {model['input'][0]}x{model['input'][1]}, "
+        f"embedding {model['embedding_size']}, preprocessing {model['preprocess_version']}, "
+        f"threshold {model['threshold']:.3f}",
+        f"store: {store['path']} (schema {store['schema']})",
+        f"  {store['users']} users, {store['references']} references, {store['checks']} checks logged"
+        + (f", {store['users_other_model']} users enrolled with another model"
+           if store["users_other_model"] else ""),
+    ])
+    _emit(as_json, details, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,23 +1,122 @@
 """CLI commands of the training workstation: train, evaluate, evaluate-omniglot.
 
-TensorFlow is imported inside each command, never at module import.
+TensorFlow is imported inside each command, never at module import, so the device CLI
+stays light.
 """
 import click
 
+from edge_verify.training.datasets import LAYOUTS
+
+
+def need_tensorflow():
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "this command needs TensorFlow: pip install 'edge-verify[train]'") from None
+
 
 @click.command()
-def train():
+@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
+              help="Dataset folder; repeat for several (their training writers are pooled).")
+@click.option("--layout", "layouts", multiple=True, type=click.Choice(LAYOUTS),
+              help="Layout of each --data, in order; detected when omitted.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--objective", type=click.Choice(["triplet", "contrastive", "koch"]), default="triplet",
+              show_default=True)
+@click.option("--arch", type=click.Choice(["tower", "koch"]), default="tower", show_default=True,
+              help="tower: the compact device network; koch: the Koch et al. baseline.")
+@click.option("--epochs", default=40, show_default=True)
+@click.option("--steps-per-epoch", default=100, show_default=True)
+@click.option("--writers-per-batch", default=16, show_default=True)
+@click.option("--learning-rate", default=1e-3, show_default=True)
+@click.option("--margin", type=float, default=None, help="Loss margin (default per objective).")
+@click.option("--mining", type=click.Choice(["hard", "semihard"]), default="hard", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+              show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
+@click.option("--cpu-replicas", default=0, hidden=True, help="Split the CPU into N logical devices (testing).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+def train(data_dirs, layouts, out_dir, **options):
     """Train the Siamese signature embedding (needs edge-verify[train])."""
-    raise click.ClickException("not implemented yet")
+    need_tensorflow()
+    if layouts and len(layouts) != len(data_dirs):
+        raise click.BadParameter("give one --layout per --data, or none", param_hint="--layout")
+    from edge_verify.training.train import train as run_training
+
+    data = list(zip(data_dirs, layouts or [None] * len(data_dirs)))
+    try:
+        run = run_training(data, out_dir, **options)
+    except (FileExistsError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"best validation EER {100 * run['best']['val_eer']:.2f} % at epoch "
+               f"{run['best']['epoch']}; {out_dir}/tower.keras ({run['wall_seconds']:.0f} s)")
 
 
 @click.command()
-def evaluate():
+@click.option("--model", default=None, help="Bundle folder, a .tflite inside one, or a .keras tower "
+              "(default: the bundled model).")
+@click.option("--data", "root", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--layout", type=click.Choice(LAYOUTS), default=None, help="Detected when omitted.")
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True)
+@click.option("--refs", default="1,5,10", show_default=True, help="Numbers of references R, comma-separated.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON report here, and a DET curve PNG beside it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def evaluate(model, root, layout, split, refs, report_path, as_json):
     """Score a model on a dataset with the protocol of EVALUATION.md."""
-    raise click.ClickException("not implemented yet")
+    import json
+
+    from edge_verify.training.evaluate import evaluate_model
+    from edge_verify.training.report import write_report
+
+    try:
+        refs_list = tuple(int(r) for r in refs.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{refs!r} is not a comma-separated list of numbers", param_hint="--refs")
+    if model is None or str(model).endswith(".keras"):
+        need_tensorflow()
+    report, scores = evaluate_model(model, root, layout, split, refs_list)
+    if report_path:
+        write_report(report, scores, report_path)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{report['dataset']}, {split} writers, model {report['model']}")
+    click.echo("  R    EER    AUC    FRR  FAR-skilled  FAR-random  (at threshold "
+               f"{report['calibration']['threshold']:.3f})")
+    for r in report["results"]:
+        click.echo(f"{r['refs']:3d} {100 * r['eer']:5.2f}% {r['auc']:.4f} {100 * r['frr']:5.2f}%"
+                   f"      {100 * r['far_skilled']:5.2f}%      {100 * r['far_random']:5.2f}%"
+                   f"   ({r['writers']} writers, {r['genuine_queries']}+{r['skilled_queries']} queries)")
 
 
 @click.command("evaluate-omniglot")
-def evaluate_omniglot():
-    """Score a model on Lake's 20-way one-shot runs."""
-    raise click.ClickException("not implemented yet")
+@click.option("--model", default=None, help="Bundle folder or .keras tower trained on images_background.")
+@click.option("--runs", "runs_zip", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Lake's all_runs.zip.")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate_omniglot(model, runs_zip, as_json):
+    """Score a model on Lake's 20-way one-shot runs (percent correct of 400 trials)."""
+    import json
+
+    import numpy as np
+
+    from edge_verify.edge.preprocess import preprocess
+    from edge_verify.training.embedders import load_embedder
+    from edge_verify.training.omniglot import load_one_shot_runs, score_one_shot
+
+    embedder = load_embedder(model)
+
+    def embed(images):
+        batch = np.stack([preprocess(image, embedder.input_size) for image in images])[..., None]
+        return embedder.embed(batch)
+
+    def similarity(test, train):
+        a, b = embed(test), embed(train)
+        return -np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
+
+    correct = score_one_shot(load_one_shot_runs(runs_zip), similarity)
+    result = {"model": str(embedder.path), "model_sha256": embedder.sha256, "trials": 400,
+              "percent_correct": correct}
+    click.echo(json.dumps(result, indent=2) if as_json else f"Omniglot 20-way one-shot: {correct:.1f} % correct")

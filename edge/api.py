@@ -1,0 +1,433 @@
+"""The public functions of edge-verify on the device; the CLI is a thin wrapper around them.
+
+    from edge_verify.edge import load_model, open_store, enroll, check
+
+    model = load_model()                 # the bundled default model
+    with open_store() as store:          # the per-user data folder, or open_store("kiosk.sqlite3")
+        enroll(model, store, "alice", ["alice_1.png", "alice_2.png", "alice_3.png"])
+        result = check(model, store, "alice", "query.png")
+        print(result.match, result.similarity)
+
+Images are paths, encoded bytes, or decoded uint8 arrays (from a camera or pad). Every bad
+input raises an EdgeVerifyError subclass with a one-line message, and leaves the store unchanged.
+"""
+import base64
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_verify.edge import scoring
+from edge_verify.edge.errors import EdgeVerifyError, ImageError, ModelError, StoreError
+from edge_verify.edge.inference import Bundle, Model, load_bundle, load_model, runtime_version
+from edge_verify.edge.preprocess import PREPROCESS_VERSION, load_image, preprocess
+from edge_verify.edge.store import Gallery, Reference, Store, now
+
+NEAR_IDENTICAL = 0.02       # references closer than this (embedding distance) are the same scan
+EXPORT_FORMAT = "edge-verify-enrolments/1"
+MAX_NAME_LENGTH = 100
+
+__all__ = ["load_model", "load_bundle", "open_store", "embed_image", "enroll", "check", "identify",
+           "search", "list_users", "show_user", "remove_user", "export_enrolments",
+           "import_enrolments", "info", "Enrolment", "CheckResult", "Candidate"]
+
+
+def open_store(path=None, **options) -> Store:
+    """Open (creating if needed) the store at `path`; default: the user's data folder."""
+    return Store(path, **options)
+
+
+@dataclass
+class Enrolment:
+    user: str
+    mode: str                   # "new", "replace" or "append"
+    added: int                  # references added now
+    references: int             # references the user has now
+    spread: float | None        # mean pairwise distance of the references (None with one)
+    typical_spread: float | None  # the spread of a typical writer, from the bundle calibration
+    threshold: float            # the distance threshold checks of this user will use
+    outliers: list[dict]        # references that do not match the others: {"reference", "distance"}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CheckResult:
+    user: str
+    match: bool
+    similarity: float           # 0..1, higher is more alike
+    distance: float             # mean distance to the user's references, 0..2
+    threshold: float            # the distance threshold used
+    threshold_source: str       # "calibrated", "adapted" (to the user's spread) or "override"
+    references: int
+
+    def to_dict(self) -> dict:
+        return {"user": self.user, "result": "MATCH" if self.match else "NO MATCH", **asdict(self)}
+
+
+@dataclass
+class Candidate:
+    user: str
+    match: bool
+    similarity: float
+    distance: float
+    threshold: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ images and embeddings
+
+
+def embed_image(model: Model, image) -> tuple[np.ndarray, str]:
+    """(unit embedding, sha256 of the decoded pixels) of a path, encoded bytes or uint8 array."""
+    name = _describe(image)
+    pixels = np.ascontiguousarray(image) if isinstance(image, np.ndarray) else load_image(image)
+    try:
+        signature = preprocess(pixels, model.input_size)
+    except ImageError as error:
+        raise ImageError(error.reason, f"{name}: {error}") from None
+    digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode() + pixels.tobytes()).hexdigest()
+    return model.embed(signature), digest
+
+
+def _describe(image) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    return "the image" if isinstance(image, (bytes, bytearray, memoryview)) else "the captured image"
+
+
+def _source_label(image, source: str) -> str:
+    return f"{source}:{Path(image).name}" if isinstance(image, (str, os.PathLike)) else source
+
+
+# ------------------------------------------------------------------ enrol
+
+
+def enroll(model: Model, store: Store, user: str, images, *, mode: str = "new",
+           source: str = "file") -> Enrolment:
+    """Enrol `user` with reference images (1..N), in one transaction.
+
+    mode "new" refuses an existing user, "replace" starts the user over, "append" adds to the
+    existing references. Refuses unreadable or blank images and references that repeat another
+    one (same pixels, or embeddings closer than NEAR_IDENTICAL). The result reports the spread
+    of the set and the references that would not match the others (outliers).
+    """
+    if mode not in ("new", "replace", "append"):
+        raise ValueError(f"unknown enrolment mode {mode!r}")
+    user = check_user_name(user)
+    images = list(images)
+    if not images:
+        raise EdgeVerifyError(f"no reference images given for {user}")
+    existing = []
+    if mode == "append":
+        enrolled = store.user(user)
+        require_same_model(enrolled.name, enrolled.model_fingerprint, enrolled.preprocess_version,
+                           model.bundle, hint="--replace")
+        existing = enrolled.references
+    references = []
+    for image in images:
+        embedding, digest = embed_image(model, image)
+        references.append(Reference(embedding, digest, _source_label(image, source)))
+    _refuse_repeats(existing, references)
+    count = store.save_user(user, references, model_fingerprint=model.fingerprint,
+                            preprocess_version=model.bundle.preprocess_version, mode=mode)
+    embeddings = np.stack([r.embedding for r in existing + references])
+    calibration = model.bundle.calibration
+    typical = calibration.get("reference_spread")
+    return Enrolment(user=user, mode=mode, added=len(references), references=count,
+                     spread=scoring.reference_spread(embeddings),
+                     typical_spread=float(typical) if typical is not None else None,
+                     threshold=scoring.user_threshold(embeddings, calibration),
+                     outliers=_outliers(existing + references, calibration))
+
+
+def check_user_name(user: str) -> str:
+    """The user name, stripped; EdgeVerifyError if empty, too long or with control characters."""
+    name = str(user).strip()
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise EdgeVerifyError(f"invalid user name {user!r}: use 1 to {MAX_NAME_LENGTH} printable characters")
+    return name
+
+
+def _refuse_repeats(existing: list[Reference], new: list[Reference]) -> None:
+    """EdgeVerifyError if a new reference repeats another one (same pixels or near-identical)."""
+    everything = existing + new
+    embeddings = np.stack([r.embedding for r in everything])
+    for i in range(len(existing), len(everything)):
+        for j in range(i):
+            a, b = everything[j], everything[i]
+            distance = float(np.linalg.norm(embeddings[i] - embeddings[j]))
+            if a.image_sha256 == b.image_sha256:
+                what = ("is given twice" if _label(a) == _label(b)
+                        else f"is the same image as {_label(a)}")
+            elif distance < NEAR_IDENTICAL:
+                what = f"is nearly identical to {_label(a)} (distance {distance:.3f} < {NEAR_IDENTICAL})"
+            else:
+                continue
+            raise EdgeVerifyError(f"reference {_label(b)} {what}: the same scan twice adds no "
+                                  "information; use another signature (nothing was enrolled)")
+
+
+def _label(reference: Reference) -> str:
+    return reference.source.split(":", 1)[1] if ":" in reference.source else reference.source
+
+
+def _outliers(references: list[Reference], calibration: dict) -> list[dict]:
+    """References that would not pass a check against the other references."""
+    if len(references) < 2:
+        return []
+    embeddings = np.stack([r.embedding for r in references])
+    outliers = []
+    for i, reference in enumerate(references):
+        others = np.delete(embeddings, i, axis=0)
+        verdict = scoring.verify(embeddings[i], others, calibration)
+        if not verdict.match:
+            outliers.append({"reference": _label(reference), "distance": verdict.distance,
+                             "threshold": verdict.threshold})
+    return outliers
+
+
+def require_same_model(user: str, fingerprint: str, preprocess_version: str, bundle: Bundle,
+                       hint: str = "--replace") -> None:
+    """ModelError unless a user's embeddings were made by this bundle and preprocessing."""
+    if fingerprint == bundle.fingerprint and preprocess_version == bundle.preprocess_version:
+        return
+    raise ModelError(f"{user} was enrolled with a different model (fingerprint {fingerprint[:12]}, "
+                     f"this model {bundle.fingerprint[:12]}), and embeddings of different models "
+                     f"cannot be compared; re-enroll: edge-verify enroll {_quote(user)} IMAGE... {hint}")
+
+
+def _quote(text: str) -> str:
+    import shlex
+    return shlex.quote(text)
+
+
+# ------------------------------------------------------------------ verify and identify
+
+
+def check(model: Model, store: Store, user: str, image, *, threshold: float | None = None) -> CheckResult:
+    """Verify one signature against a user's references (1:1) and log the result."""
+    enrolled = store.user(check_user_name(user))
+    require_same_model(enrolled.name, enrolled.model_fingerprint, enrolled.preprocess_version,
+                       model.bundle)
+    embedding, _ = embed_image(model, image)
+    calibration = model.bundle.calibration
+    verdict = scoring.verify(embedding, enrolled.embeddings, calibration, threshold=threshold)
+    if threshold is not None:
+        origin = "override"
+    elif verdict.threshold == float(calibration["threshold"]):
+        origin = "calibrated"
+    else:
+        origin = "adapted"
+    store.log_check(enrolled.name, "check", "match" if verdict.match else "no_match",
+                    similarity=verdict.similarity, distance=verdict.distance,
+                    threshold=verdict.threshold, model_fingerprint=model.fingerprint)
+    return CheckResult(enrolled.name, verdict.match, verdict.similarity, verdict.distance,
+                       verdict.threshold, origin, len(enrolled.references))
+
+
+def identify(model: Model, store: Store, image, k: int = 5, *,
+             gallery: Gallery | None = None) -> list[Candidate]:
+    """The k enrolled users most like the signature (1:N), best first, and log the search.
+
+    Pass a `gallery` (store.gallery(model.fingerprint)) to search many images without reloading it.
+    """
+    if gallery is None:
+        gallery = store.gallery(model.fingerprint)
+    if not gallery.names:
+        raise StoreError(f"no users are enrolled with this model in {store.path}")
+    embedding, _ = embed_image(model, image)
+    candidates = search(gallery, embedding, k, model.bundle.calibration)
+    best = candidates[0]
+    store.log_check(best.user, "identify", "match" if best.match else "no_match",
+                    similarity=best.similarity, distance=best.distance, threshold=best.threshold,
+                    model_fingerprint=model.fingerprint)
+    return candidates
+
+
+def search(gallery: Gallery, embedding: np.ndarray, k: int, calibration: dict) -> list[Candidate]:
+    """Rank every user of the gallery by mean distance to the query (vectorised), verify the top k.
+
+    Distances between unit vectors come from one matrix-vector product: |a - b| = sqrt(2 - 2 a.b).
+    """
+    cosines = gallery.matrix @ np.asarray(embedding, np.float32)
+    distances = np.sqrt(np.maximum(2.0 - 2.0 * cosines, 0.0))
+    per_user = np.add.reduceat(distances, gallery.starts) / gallery.counts
+    k = max(1, min(int(k), len(per_user)))
+    top = np.argpartition(per_user, k - 1)[:k]
+    top = top[np.argsort(per_user[top], kind="stable")]
+    candidates = []
+    for index in top:
+        start, count = gallery.starts[index], gallery.counts[index]
+        verdict = scoring.verify(embedding, gallery.matrix[start:start + count], calibration)
+        candidates.append(Candidate(gallery.names[index], verdict.match, verdict.similarity,
+                                    verdict.distance, verdict.threshold))
+    return candidates
+
+
+# ------------------------------------------------------------------ users
+
+
+def list_users(store: Store, bundle: Bundle | None = None) -> list[dict]:
+    """Every user with their number of references; `current_model` tells whether checks can run."""
+    users = store.users()
+    for user in users:
+        if bundle is not None:
+            user["current_model"] = (user["model_fingerprint"] == bundle.fingerprint
+                                     and user["preprocess_version"] == bundle.preprocess_version)
+    return users
+
+
+def show_user(store: Store, user: str, bundle: Bundle | None = None, checks: int = 5) -> dict:
+    """A user's references (source, image hash, time; never the vectors), spread and latest checks."""
+    enrolled = store.user(check_user_name(user))
+    embeddings = enrolled.embeddings
+    details = {
+        "name": enrolled.name,
+        "model_fingerprint": enrolled.model_fingerprint,
+        "preprocess_version": enrolled.preprocess_version,
+        "created_at": enrolled.created_at,
+        "updated_at": enrolled.updated_at,
+        "references": [{"source": r.source, "image_sha256": r.image_sha256, "captured_at": r.captured_at}
+                       for r in enrolled.references],
+        "spread": scoring.reference_spread(embeddings),
+        "latest_checks": store.checks(enrolled.name, limit=checks),
+    }
+    if bundle is not None:
+        details["current_model"] = (enrolled.model_fingerprint == bundle.fingerprint
+                                    and enrolled.preprocess_version == bundle.preprocess_version)
+        if details["current_model"]:
+            details["threshold"] = scoring.user_threshold(embeddings, bundle.calibration)
+            details["outliers"] = _outliers(enrolled.references, bundle.calibration)
+    return details
+
+
+def remove_user(store: Store, user: str) -> None:
+    """Delete a user and their references; UnknownUserError if not enrolled."""
+    store.remove_user(check_user_name(user))
+
+
+# ------------------------------------------------------------------ export / import
+
+
+def export_enrolments(store: Store, bundle: Bundle, path, users=None) -> dict:
+    """Write the enrolments made with `bundle` to a JSON file (to provision other devices).
+
+    `users` names whom to export (default: everyone enrolled with this model; users of another
+    model are skipped and listed in the result). The file carries the model fingerprint and
+    preprocessing version, and embeddings only (no images).
+    """
+    names = [check_user_name(u) for u in users] if users else [u["name"] for u in store.users()]
+    exported, skipped = [], []
+    for name in names:
+        enrolled = store.user(name)
+        if (enrolled.model_fingerprint, enrolled.preprocess_version) != (bundle.fingerprint,
+                                                                           bundle.preprocess_version):
+            if users:
+                require_same_model(name, enrolled.model_fingerprint, enrolled.preprocess_version, bundle)
+            skipped.append(name)
+            continue
+        exported.append({
+            "name": enrolled.name,
+            "created_at": enrolled.created_at,
+            "references": [{"embedding": base64.b64encode(np.asarray(r.embedding, "<f4").tobytes()).decode(),
+                            "image_sha256": r.image_sha256, "source": r.source,
+                            "captured_at": r.captured_at} for r in enrolled.references],
+        })
+    document = {"format": EXPORT_FORMAT, "model_fingerprint": bundle.fingerprint,
+                "preprocess_version": bundle.preprocess_version,
+                "embedding_size": bundle.embedding_size, "exported_at": now(), "users": exported}
+    _write_atomically(Path(path), json.dumps(document, indent=1).encode())
+    return {"path": str(path), "users": len(exported),
+            "references": sum(len(u["references"]) for u in exported), "skipped": skipped}
+
+
+def import_enrolments(store: Store, bundle: Bundle, path, *, replace: bool = False) -> dict:
+    """Add the users of an export file, all in one transaction (all imported, or none).
+
+    Refuses a file made with another model bundle or preprocessing version, and (unless
+    `replace`) users that are already enrolled.
+    """
+    path = Path(path)
+    try:
+        document = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise EdgeVerifyError(f"{path} does not exist") from None
+    except OSError as error:
+        raise EdgeVerifyError(f"cannot read {path}: {error.strerror or error}") from None
+    except (ValueError, UnicodeDecodeError):
+        raise EdgeVerifyError(f"{path} is not an edge-verify export (not valid JSON)") from None
+    if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
+        raise EdgeVerifyError(f"{path} is not an edge-verify export (expected format {EXPORT_FORMAT!r})")
+    if (document.get("model_fingerprint"), document.get("preprocess_version")) != (
+            bundle.fingerprint, bundle.preprocess_version):
+        raise ModelError(f"{path} was exported with a different model (fingerprint "
+                         f"{str(document.get('model_fingerprint'))[:12]}, this model "
+                         f"{bundle.fingerprint[:12]}); install the same model bundle on this device "
+                         "or enrol the users again here")
+    enrolments = {}
+    try:
+        for user in document["users"]:
+            name = check_user_name(user["name"])
+            if name in enrolments:
+                raise EdgeVerifyError(f"{path} lists {name} twice")
+            enrolments[name] = [_imported_reference(r, bundle.embedding_size)
+                                for r in user["references"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise EdgeVerifyError(f"{path} is a damaged export ({error!s})") from None
+    if enrolments:
+        store.save_users(enrolments, model_fingerprint=bundle.fingerprint,
+                         preprocess_version=bundle.preprocess_version,
+                         mode="replace" if replace else "new")
+    return {"path": str(path), "users": len(enrolments),
+            "references": sum(len(refs) for refs in enrolments.values())}
+
+
+def _imported_reference(item: dict, size: int) -> Reference:
+    vector = np.frombuffer(base64.b64decode(item["embedding"], validate=True), "<f4").astype(np.float32)
+    if vector.shape != (size,) or not np.isfinite(vector).all() or abs(np.linalg.norm(vector) - 1) > 1e-3:
+        raise ValueError("an embedding has the wrong size or is not a unit vector")
+    return Reference(vector, str(item["image_sha256"]), str(item["source"]), str(item["captured_at"]))
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    """Write a file so that it is either complete or not there (never half-written)."""
+    temporary = None
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+        os.replace(temporary, path)
+    except OSError as error:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        raise EdgeVerifyError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+# ------------------------------------------------------------------ info
+
+
+def info(model: Model, store: Store) -> dict:
+    """What runs where: runtime, delegate, model bundle and store."""
+    bundle = model.bundle
+    counts = store.counts()
+    by_model = counts.pop("users_by_model")
+    return {
+        "runtime": {"name": model.runtime, "version": runtime_version(model),
+                    "delegate": model.delegate, "threads": model.threads, "model_file": model.model_file},
+        "model": {"path": str(bundle.path), "fingerprint": bundle.fingerprint,
+                  "input": list(bundle.input_size), "embedding_size": bundle.embedding_size,
+                  "preprocess_version": bundle.preprocess_version,
+                  "threshold": float(bundle.calibration["threshold"]),
+                  "versions": bundle.manifest.get("versions", {})},
+        "store": {"path": str(store.path), "schema": store.schema_version(), **counts,
+                  "users_other_model": counts["users"] - by_model.get(bundle.fingerprint, 0)},
+        "preprocess_version": PREPROCESS_VERSION,
+    }

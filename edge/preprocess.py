@@ -1,0 +1,136 @@
+"""The one preprocessing of edge-verify: any signature image -> a float32 (H, W) network input.
+
+Used identically by training, evaluation, enrolment and verification. Output: ink high, background
+exactly 0, values in [0, 1], the signature's bounding box resized (aspect kept) and centred.
+Bump PREPROCESS_VERSION whenever the output of `preprocess` changes: it is stored with every model
+and embedding so that old ones are never compared with new ones.
+"""
+import cv2
+import numpy as np
+
+from edge_verify.edge.errors import ImageError
+from edge_verify.edge.image_io import load_image
+
+PREPROCESS_VERSION = "sig-1"
+INPUT_SIZE = (96, 192)  # (height, width)
+
+MIN_SIDE = 16          # smaller images cannot hold a signature
+WORK_SIDE = 1024       # larger images are first shrunk to this longer side (bounds the time)
+BACKGROUND_SIDE = 48   # background/illumination is estimated on a grid this size
+MIN_CONTRAST = 0.20    # ink must be at least this much darker than the paper, relative
+MIN_SPECK = 0.00003    # connected ink parts smaller than this fraction of the image are dust
+MIN_INK = 0.0005       # less ink than this fraction of the image: blank
+EDGE_BAND = 0.06       # straight lines this close to an image edge are page or scanner borders
+EDGE_LINE = 0.7        # ... when they run along at least this fraction of the edge
+MARGIN = 0.02          # kept around the ink bounding box, fraction of its longer side
+
+
+def preprocess_file(source, size=INPUT_SIZE) -> np.ndarray:
+    """Load an image (path or bytes) and preprocess it."""
+    return preprocess(load_image(source), size)
+
+
+def preprocess(image: np.ndarray, size=INPUT_SIZE) -> np.ndarray:
+    """Signature image (uint8 grey, BGR or BGRA, as `load_image` gives) -> float32 `size`, ink high in [0, 1].
+
+    Raises ImageError("too_small") for images under MIN_SIDE pixels a side, ImageError("blank") when
+    no ink is found.
+    """
+    if image.dtype != np.uint8 or not (image.ndim == 2 or image.ndim == 3 and image.shape[2] in (3, 4)):
+        raise ValueError(f"preprocess takes a uint8 grey, BGR or BGRA image, not {image.dtype} {image.shape}")
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise ImageError("too_small", f"the image is {image.shape[1]}x{image.shape[0]} pixels, "
+                                      "too small to hold a signature")
+    grey = _shrink(to_grey(image))
+    paper = normalise_background(cv2.medianBlur(grey, 3))
+    ink = segment_ink(paper)
+    left, top, ink_width, ink_height = cv2.boundingRect(ink)
+    box = slice(top, top + ink_height), slice(left, left + ink_width)
+    darkness = np.where(ink[box], 255 - paper[box], 0).astype(np.uint8)
+    return _fit(darkness, size)
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """uint8 grey where any pen colour is dark: the darkest channel; transparency becomes white paper."""
+    if image.ndim == 2:
+        return image
+    channels = cv2.split(image)
+    grey = cv2.min(cv2.min(channels[0], channels[1]), channels[2])
+    if len(channels) == 4:  # composite on white: 255 - (255 - grey) * alpha
+        grey = 255 - cv2.multiply(255 - grey, channels[3], scale=1 / 255)
+    return grey
+
+
+def normalise_background(grey: np.ndarray) -> np.ndarray:
+    """Divide by a smooth estimate of the paper brightness: paper -> 255 everywhere, ink stays dark."""
+    height, width = grey.shape
+    scale = BACKGROUND_SIDE / max(height, width)
+    small = cv2.resize(grey, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel)  # erase the strokes, keep the paper
+    small = cv2.blur(small, (3, 3))
+    background = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.divide(grey, np.maximum(background, 1), scale=255)
+
+
+def segment_ink(paper: np.ndarray) -> np.ndarray:
+    """uint8 ink mask (1 = ink) of a background-normalised image (paper ~255); ImageError('blank') if none.
+
+    Otsu's threshold (capped so that ink is clearly darker than paper) finds the ink; fainter pixels
+    joined to it are kept too (hysteresis), then border lines and small specks are removed.
+    """
+    otsu, _ = cv2.threshold(paper, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    strong = min(otsu, 255 * (1 - MIN_CONTRAST))
+    mask = cv2.compare(paper, (strong + 255) / 2, cv2.CMP_LT)
+    erase_edge_lines(mask)
+    label_type = cv2.CV_16U if cv2.countNonZero(mask) < 65535 else cv2.CV_32S  # 16-bit labels are faster
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=label_type)
+    areas = stats[:, cv2.CC_STAT_AREA]
+    keep = (areas >= max(2, MIN_SPECK * paper.size)) & (np.bincount(labels[paper < strong], minlength=count) > 0)
+    keep[0] = False
+    if areas[keep].sum() < MIN_INK * paper.size:
+        raise ImageError("blank", "no signature found: the image is blank or the ink is too faint")
+    return np.take(keep.astype(np.uint8), labels)
+
+
+def erase_edge_lines(mask: np.ndarray) -> None:
+    """In place: erase straight lines along the image edges (page edges, scanner borders) and all beyond them."""
+    for grid in (mask, mask[:, ::-1], mask.T, mask.T[:, ::-1]):  # left, right, top and bottom edge
+        rows, columns = grid.shape
+        band = max(3, round(EDGE_BAND * columns))
+        strip = np.ascontiguousarray(grid[:, :2 * band])
+        widened = cv2.dilate(strip, np.ones((1, 5), np.uint8))  # tolerates a slight skew
+        coverage = np.count_nonzero(widened, axis=0) / rows
+        lines = np.flatnonzero(coverage[:band] >= EDGE_LINE)
+        if lines.size:
+            end = lines.max()
+            while end + 1 < coverage.size and coverage[end + 1] >= EDGE_LINE / 3:  # the line's ragged side
+                end += 1
+            grid[:, :end + 1] = 0
+
+
+def _shrink(grey: np.ndarray) -> np.ndarray:
+    """Large photos are shrunk to WORK_SIDE first: the output is small and the time stays bounded."""
+    height, width = grey.shape
+    scale = WORK_SIDE / max(height, width)
+    if scale >= 1:
+        return grey
+    return cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+
+
+def _fit(crop: np.ndarray, size) -> np.ndarray:
+    """Resize (aspect kept) into the centre of a zero canvas of `size`, then scale the ink to [0, 1]."""
+    out_h, out_w = size
+    height, width = crop.shape
+    margin = round(MARGIN * max(height, width))
+    scale = min(out_h / (height + 2 * margin), out_w / (width + 2 * margin))
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(crop, (new_w, new_h), interpolation=interpolation)
+    canvas = np.zeros(size, np.float32)
+    top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
+    canvas[top:top + new_h, left:left + new_w] = resized
+    ink = canvas[canvas > 0]
+    if ink.size:
+        canvas /= np.percentile(ink, 99)  # the darkest ink ~1, whatever the pen and scanner
+    return np.minimum(canvas, 1, out=canvas)

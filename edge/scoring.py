@@ -1,0 +1,74 @@
+"""How a query signature is scored against a user's references.
+
+Embeddings are unit vectors. A query's distance to a user is its mean Euclidean distance to
+the user's references; it matches when that distance is at most the user's threshold.
+
+The threshold is the bundle's calibrated one, adapted to the user: a writer whose references
+vary a lot (a large spread) gets a looser threshold, a very consistent writer a tighter one:
+
+    user_threshold = threshold + alpha * (spread - reference_spread)
+
+`alpha` and `reference_spread` (the typical spread of validation writers) are calibrated with
+the threshold and stored in the bundle manifest. With one reference there is no spread and
+the bundle threshold is used as it is.
+
+This module is the one scoring rule: the device, the evaluation and the benchmarks all call it.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Verdict:
+    match: bool
+    distance: float     # mean distance of the query to the references, 0..2
+    similarity: float   # 1 - distance**2 / 4: the cosine similarity mapped onto 0..1
+    threshold: float    # the distance threshold used for this user
+
+
+def distances(query: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Euclidean distances from one embedding (D,) to each reference (R, D)."""
+    return np.linalg.norm(np.asarray(references, np.float32) - np.asarray(query, np.float32), axis=-1)
+
+
+def user_distance(query: np.ndarray, references: np.ndarray) -> float:
+    """The distance of a query to a user: the mean of its distances to the references."""
+    return float(np.mean(distances(query, references)))
+
+
+def reference_spread(references: np.ndarray) -> float | None:
+    """Mean pairwise distance among a user's references; None with fewer than two."""
+    refs = np.asarray(references, np.float32)
+    if len(refs) < 2:
+        return None
+    pairwise = np.linalg.norm(refs[:, None, :] - refs[None, :, :], axis=-1)
+    upper = np.triu_indices(len(refs), k=1)
+    return float(pairwise[upper].mean())
+
+
+def user_threshold(references: np.ndarray, calibration: dict) -> float:
+    """The bundle threshold adapted to the spread of this user's references."""
+    threshold = float(calibration["threshold"])
+    spread = reference_spread(references)
+    alpha = float(calibration.get("alpha", 0.0))
+    if spread is None or alpha == 0.0:
+        return threshold
+    return threshold + alpha * (spread - float(calibration["reference_spread"]))
+
+
+def similarity(distance: float) -> float:
+    """Map a distance between unit vectors (0..2) onto a similarity in 0..1."""
+    return float(np.clip(1.0 - distance * distance / 4.0, 0.0, 1.0))
+
+
+def verify(query: np.ndarray, references: np.ndarray, calibration: dict,
+           threshold: float | None = None) -> Verdict:
+    """Score a query embedding against a user's reference embeddings.
+
+    `calibration` is the manifest's calibration block; `threshold` overrides it when given.
+    """
+    distance = user_distance(query, references)
+    used = float(threshold) if threshold is not None else user_threshold(references, calibration)
+    return Verdict(match=distance <= used, distance=distance,
+                   similarity=similarity(distance), threshold=used)

@@ -1,0 +1,352 @@
+"""The local store of enrolments: one SQLite file (WAL mode) on the device.
+
+Tables: users (with the model fingerprint and preprocessing version their references were made
+with), embeddings (one row per reference: float32 vector, image hash, capture source, time) and
+checks (the audit log: user, time, kind, result, score; never images). Every write is one short
+transaction, so a user is either fully enrolled or absent. The schema is versioned with
+PRAGMA user_version and the ordered MIGRATIONS below; never edit a migration, append one.
+
+Embedding rows carry a `codec`: "f32le" is a plain little-endian float32 vector. A later codec
+(e.g. AES-GCM encrypted vectors) can be added without changing the table.
+"""
+import os
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edge_verify.edge.errors import StoreError, UnknownUserError
+
+APP_NAME = "edge-verify"
+DB_NAME = "store.sqlite3"
+BUSY_TIMEOUT_S = 5.0
+PLAIN = "f32le"
+
+MIGRATIONS = [
+    # 1: the first schema
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        model_fingerprint TEXT NOT NULL,
+        preprocess_version TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE embeddings (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        codec TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        image_sha256 TEXT NOT NULL,
+        source TEXT NOT NULL,
+        captured_at TEXT NOT NULL
+    );
+    CREATE INDEX embeddings_by_user ON embeddings(user_id);
+    CREATE TABLE checks (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        result TEXT NOT NULL,
+        similarity REAL,
+        distance REAL,
+        threshold REAL,
+        model_fingerprint TEXT NOT NULL,
+        checked_at TEXT NOT NULL
+    );
+    CREATE INDEX checks_by_user ON checks(user, checked_at);
+    """,
+]
+
+
+@dataclass
+class Reference:
+    """One reference signature of a user, as stored: its embedding and where it came from."""
+    embedding: np.ndarray       # float32 (D,), unit length
+    image_sha256: str           # hash of the decoded image pixels
+    source: str                 # e.g. "file:alice_1.png", "camera", "pad", "import"
+    captured_at: str = field(default_factory=lambda: now())
+
+
+@dataclass
+class User:
+    name: str
+    model_fingerprint: str
+    preprocess_version: str
+    created_at: str
+    updated_at: str
+    references: list[Reference]
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The references' embeddings as one float32 matrix (R, D)."""
+        return np.stack([r.embedding for r in self.references]).astype(np.float32, copy=False)
+
+
+@dataclass
+class Gallery:
+    """All references of the users enrolled with one model, as one matrix, grouped by user."""
+    names: list[str]            # user names, in matrix order
+    matrix: np.ndarray          # float32 (R, D): every reference of every user
+    starts: np.ndarray          # index of each user's first row in matrix
+    counts: np.ndarray          # number of rows of each user
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def default_path(data_dir=None) -> Path:
+    """The store file: DATA_DIR/store.sqlite3, by default in the user's data folder (platformdirs)."""
+    if data_dir is None:
+        import platformdirs
+        data_dir = platformdirs.user_data_dir(APP_NAME, appauthor=False)
+    return Path(data_dir).expanduser() / DB_NAME
+
+
+class Store:
+    """An open store. Use as a context manager, or call close()."""
+
+    def __init__(self, path=None, *, timeout: float | None = None):
+        """Open (creating if needed) the store; waits up to `timeout` s (BUSY_TIMEOUT_S) for a lock."""
+        timeout = BUSY_TIMEOUT_S if timeout is None else timeout
+        self.path = Path(path).expanduser() if path is not None else default_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the folder of the store {self.path}: "
+                             f"{error.strerror or error}") from None
+        if self.path.is_dir():
+            raise StoreError(f"the store {self.path} is a folder, not a database file")
+        with self._errors():
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        try:
+            with self._errors():
+                self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                self._db.execute("PRAGMA foreign_keys = ON")
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ schema
+
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > len(MIGRATIONS):
+            raise StoreError(f"the store {self.path} was written by a newer edge-verify "
+                             f"(schema {version}, this one knows {len(MIGRATIONS)}); upgrade edge-verify")
+        for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._transaction():
+                if self.schema_version() >= number:  # another process migrated meanwhile
+                    continue
+                for statement in filter(str.strip, sql.split(";")):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+
+    # ------------------------------------------------------------ transactions and errors
+
+    @contextmanager
+    def _errors(self):
+        """Turn sqlite3 errors into one-line StoreErrors that name the file."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            text = str(error)
+            if "locked" in text or "busy" in text:
+                message = (f"the store {self.path} is locked by another edge-verify process; "
+                           "try again when it has finished")
+            elif "readonly" in text or "read-only" in text or not self._writable():
+                message = f"the store {self.path} (or its folder) is read-only: nothing was changed"
+            elif "not a database" in text or "malformed" in text:
+                message = f"{self.path} is damaged or is not an edge-verify store ({text})"
+            elif "unable to open" in text:
+                message = f"cannot open the store {self.path} ({text})"
+            else:
+                message = f"the store {self.path} failed: {text}"
+            raise StoreError(message) from None
+
+    def _writable(self) -> bool:
+        """Whether the store file and its folder (for the WAL files) can be written."""
+        folder_ok = os.access(self.path.parent, os.W_OK)
+        return folder_ok and (not self.path.exists() or os.access(self.path, os.W_OK))
+
+    @contextmanager
+    def _transaction(self):
+        """One short write transaction: everything in it is stored, or nothing."""
+        with self._errors():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------ users
+
+    def save_user(self, name: str, references: list[Reference], *, model_fingerprint: str,
+                  preprocess_version: str, mode: str = "new") -> int:
+        """Enrol one user in one transaction; returns the number of references the user now has.
+
+        mode "new": the user must not exist; "replace": any previous references are dropped;
+        "append": the user must exist, enrolled with the same model, and keeps old references.
+        """
+        return self.save_users({name: references}, model_fingerprint=model_fingerprint,
+                               preprocess_version=preprocess_version, mode=mode)[name]
+
+    def save_users(self, enrolments: dict[str, list[Reference]], *, model_fingerprint: str,
+                   preprocess_version: str, mode: str = "new") -> dict[str, int]:
+        """save_user for several users in one transaction: all are stored, or none."""
+        if mode not in ("new", "replace", "append"):
+            raise ValueError(f"unknown mode {mode!r}")
+        counts = {}
+        with self._transaction():
+            for name, references in enrolments.items():
+                counts[name] = self._save(name, references, model_fingerprint, preprocess_version, mode)
+        return counts
+
+    def _save(self, name, references, model_fingerprint, preprocess_version, mode) -> int:
+        if not references:
+            raise StoreError(f"no references to store for {name}")
+        stamp = now()
+        row = self._db.execute("SELECT id, model_fingerprint, preprocess_version FROM users "
+                               "WHERE name = ?", (name,)).fetchone()
+        if row and mode == "new":
+            count = self._db.execute("SELECT COUNT(*) FROM embeddings WHERE user_id = ?",
+                                     (row[0],)).fetchone()[0]
+            raise StoreError(f"{name} is already enrolled ({count} references); use --replace "
+                             "to start over or --append to add references")
+        if not row and mode == "append":
+            raise UnknownUserError(f"{name} is not enrolled, so there is nothing to append to; "
+                                   "enroll without --append")
+        if row and mode == "append" and (row[1], row[2]) != (model_fingerprint, preprocess_version):
+            raise StoreError(f"{name} was enrolled with a different model; references cannot be "
+                             "mixed: use --replace to enrol again with this model")
+        if row and mode == "replace":
+            self._db.execute("DELETE FROM users WHERE id = ?", (row[0],))
+            row = None
+        if row:
+            user_id = row[0]
+            self._db.execute("UPDATE users SET updated_at = ? WHERE id = ?", (stamp, user_id))
+        else:
+            user_id = self._db.execute(
+                "INSERT INTO users (name, model_fingerprint, preprocess_version, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?)",
+                (name, model_fingerprint, preprocess_version, stamp, stamp)).lastrowid
+        self._db.executemany(
+            "INSERT INTO embeddings (user_id, codec, vector, image_sha256, source, captured_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(user_id, PLAIN, _encode(r.embedding), r.image_sha256, r.source, r.captured_at)
+             for r in references])
+        return self._db.execute("SELECT COUNT(*) FROM embeddings WHERE user_id = ?",
+                                (user_id,)).fetchone()[0]
+
+    def user(self, name: str) -> User:
+        """A user with all references; UnknownUserError if not enrolled."""
+        with self._errors():
+            row = self._db.execute("SELECT id, name, model_fingerprint, preprocess_version, "
+                                   "created_at, updated_at FROM users WHERE name = ?",
+                                   (name,)).fetchone()
+            if row is None:
+                raise UnknownUserError(f"unknown user {name!r}: not enrolled in {self.path}")
+            rows = self._db.execute("SELECT codec, vector, image_sha256, source, captured_at "
+                                    "FROM embeddings WHERE user_id = ? ORDER BY id", (row[0],))
+            references = [Reference(_decode(codec, blob), sha, source, at)
+                          for codec, blob, sha, source, at in rows]
+        return User(*row[1:], references)
+
+    def users(self) -> list[dict]:
+        """Every user: name, model_fingerprint, preprocess_version, references, created_at, updated_at."""
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT u.name, u.model_fingerprint, u.preprocess_version, COUNT(e.id), "
+                "u.created_at, u.updated_at FROM users u LEFT JOIN embeddings e ON e.user_id = u.id "
+                "GROUP BY u.id ORDER BY u.name").fetchall()
+        keys = ("name", "model_fingerprint", "preprocess_version", "references", "created_at", "updated_at")
+        return [dict(zip(keys, row)) for row in rows]
+
+    def remove_user(self, name: str) -> None:
+        """Delete a user and their references (the audit log keeps its lines)."""
+        with self._transaction():
+            if self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+                raise UnknownUserError(f"unknown user {name!r}: not enrolled in {self.path}")
+
+    def gallery(self, model_fingerprint: str) -> Gallery:
+        """Every reference of the users enrolled with this model, as one matrix for 1:N search."""
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT u.id, u.name, e.codec, e.vector FROM users u "
+                "JOIN embeddings e ON e.user_id = u.id "
+                "WHERE u.model_fingerprint = ? ORDER BY u.id, e.id", (model_fingerprint,)).fetchall()
+        if not rows:
+            return Gallery([], np.zeros((0, 0), np.float32), np.zeros(0, int), np.zeros(0, int))
+        if all(row[2] == PLAIN for row in rows):
+            matrix = np.frombuffer(b"".join(row[3] for row in rows), "<f4").reshape(len(rows), -1)
+        else:
+            matrix = np.stack([_decode(codec, blob) for _, _, codec, blob in rows])
+        ids = np.fromiter((row[0] for row in rows), np.int64, len(rows))
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        counts = np.diff(np.r_[starts, len(rows)])
+        return Gallery([rows[i][1] for i in starts], matrix.astype(np.float32), starts, counts)
+
+    def counts(self) -> dict:
+        """Numbers of users, references and logged checks, and users per model fingerprint."""
+        with self._errors():
+            users = self._db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+            references = self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+            checks = self._db.execute("SELECT COUNT(*) FROM checks").fetchone()[0]
+            models = dict(self._db.execute("SELECT model_fingerprint, COUNT(*) FROM users "
+                                           "GROUP BY model_fingerprint").fetchall())
+        return {"users": users, "references": references, "checks": checks, "users_by_model": models}
+
+    # ------------------------------------------------------------ audit log
+
+    def log_check(self, user: str, kind: str, result: str, *, similarity=None, distance=None,
+                  threshold=None, model_fingerprint: str) -> None:
+        """Append one line to the audit log (kind "check" or "identify"; result "match"/"no_match")."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO checks (user, kind, result, similarity, distance, threshold, "
+                "model_fingerprint, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (user, kind, result, similarity, distance, threshold, model_fingerprint, now()))
+
+    def checks(self, user: str | None = None, limit: int = 100) -> list[dict]:
+        """The latest audit-log lines, newest first (optionally of one user)."""
+        query = ("SELECT user, kind, result, similarity, distance, threshold, model_fingerprint, "
+                 "checked_at FROM checks")
+        params: tuple = ()
+        if user is not None:
+            query, params = query + " WHERE user = ?", (user,)
+        with self._errors():
+            rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?", params + (limit,)).fetchall()
+        keys = ("user", "kind", "result", "similarity", "distance", "threshold", "model_fingerprint",
+                "checked_at")
+        return [dict(zip(keys, row)) for row in rows]
+
+
+def _encode(embedding: np.ndarray) -> bytes:
+    return np.asarray(embedding, "<f4").tobytes()
+
+
+def _decode(codec: str, blob: bytes) -> np.ndarray:
+    if codec != PLAIN:
+        raise StoreError(f"a stored embedding uses codec {codec!r}, which this edge-verify cannot read")
+    return np.frombuffer(blob, "<f4").astype(np.float32)

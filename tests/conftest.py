@@ -1,0 +1,117 @@
+"""Shared fixtures: real signatures and a tiny int8 model bundle built once per test session.
+
+The tiny bundle is an untrained Conv2D/pool/Dense network with an L2-normalised output, converted
+with TFLiteConverter to full-integer int8 exactly as a real bundle is. It tests the runtime, the
+store and the CLI without waiting for a trained model; it says nothing about accuracy.
+"""
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_verify.edge.preprocess import INPUT_SIZE, PREPROCESS_VERSION, preprocess_file
+
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+CEDAR = DATASETS / "cedar"
+EMBEDDING_SIZE = 32
+
+
+def cedar(writer: int, sample: int, kind: str = "original") -> Path:
+    """Path of a real CEDAR scan: kind 'original' (genuine) or 'forgeries' (skilled forgery)."""
+    return CEDAR / f"{kind}_{writer}_{sample}.jpg"
+
+
+def write_bundle(folder: Path, int8_model: bytes, float_model: bytes, calibration: dict) -> Path:
+    """A bundle folder with manifest.json and sha256s as notes/bundle.md describes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"model_int8.tflite": int8_model, "model_float32.tflite": float_model}
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    height, width = INPUT_SIZE
+    manifest = {
+        "format": "edge-verify-bundle/1",
+        "input": {"height": height, "width": width, "channels": 1, "dtype": "int8"},
+        "output": {"embedding_size": EMBEDDING_SIZE, "dtype": "int8"},
+        "preprocess_version": PREPROCESS_VERSION,
+        "calibration": calibration,
+        "files": {name: hashlib.sha256(content).hexdigest() for name, content in files.items()},
+        "versions": {"edge_verify": "test"},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+def build_tiny_models(signatures: np.ndarray) -> tuple[bytes, bytes]:
+    """(int8 .tflite, float32 .tflite) of an untrained embedding network, seeded."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    height, width = INPUT_SIZE
+    model = keras.Sequential([
+        keras.Input((height, width, 1)),
+        keras.layers.Conv2D(8, 5, strides=4, activation="relu"),
+        keras.layers.AveragePooling2D(4),
+        keras.layers.Flatten(),
+        keras.layers.Dense(EMBEDDING_SIZE),
+        keras.layers.UnitNormalization(),
+    ])
+
+    def representative():
+        for signature in signatures:
+            yield [signature[None, :, :, None].astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    float_model = converter.convert()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected": they are
+        return converter.convert(), float_model
+
+
+TINY_CALIBRATION = {"threshold": 1.0, "alpha": 0.0, "reference_spread": 0.8}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A valid int8 bundle (threshold 1.0, no per-user adaptation). Do not modify it: copy it."""
+    if not CEDAR.is_dir():
+        pytest.skip(f"needs the CEDAR data set in {CEDAR}")
+    samples = [cedar(writer, sample) for writer in (1, 2, 3, 4) for sample in (1, 2, 3)]
+    signatures = np.stack([preprocess_file(path) for path in samples])
+    int8_model, float_model = build_tiny_models(signatures)
+    return write_bundle(tmp_path_factory.mktemp("bundle") / "tiny", int8_model, float_model,
+                        TINY_CALIBRATION)
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path) -> Path:
+    """A private copy of the tiny bundle that a test may damage."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+def rewrite_manifest(bundle: Path, **changes) -> Path:
+    """Change top-level manifest entries of a bundle copy (its fingerprint changes with them)."""
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest, indent=2))
+    return bundle
+
+
+@pytest.fixture
+def default_bundle():
+    """The bundle shipped in the package, once the trained model is there."""
+    from edge_verify.edge.inference import default_bundle_dir
+    folder = default_bundle_dir()
+    if not (folder / "manifest.json").is_file():
+        pytest.skip("the default model bundle (edge/models/default) is not built yet")
+    return folder

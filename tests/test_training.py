@@ -1,0 +1,129 @@
+"""Training, evaluation protocol and the workstation commands, on small real data."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_verify.training.datasets import Signature
+from edge_verify.training.evaluate import (calibrate, equal_error_rate, evaluate_embeddings,
+                                           roc_auc, threshold_at_far)
+
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    """12 CEDAR writers in the generic layout: 7 genuine and 2 forged each."""
+    root = tmp_path_factory.mktemp("small") / "cedar-small"
+    for writer in range(1, 13):
+        for kind, prefix, count in (("genuine", "original", 7), ("forged", "forgeries", 2)):
+            folder = root / f"w{writer:02d}" / kind
+            folder.mkdir(parents=True)
+            for sample in range(1, count + 1):
+                shutil.copy(DATASETS / "cedar" / f"{prefix}_{writer}_{sample}.jpg", folder / f"{sample}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return dict(os.environ, EDGE_VERIFY_CACHE=str(tmp_path_factory.mktemp("cache")),
+                TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+
+
+def cli(*args, env):
+    return subprocess.run([sys.executable, "-m", "edge_verify.edge.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def fake_signatures(writers=4, genuine=8, forged=3):
+    out = []
+    for w in range(writers):
+        out += [Signature("fake", str(w), True, s, Path(f"{w}_{s}")) for s in range(1, genuine + 1)]
+        out += [Signature("fake", str(w), False, s, Path(f"f{w}_{s}")) for s in range(1, forged + 1)]
+    return out
+
+
+def test_equal_error_rate_of_separated_and_overlapping_scores():
+    assert equal_error_rate(np.array([0.1, 0.2, 0.3]), np.array([0.5, 0.6, 0.7]))[0] == 0.0
+    eer, _ = equal_error_rate(np.array([0.1, 0.6]), np.array([0.5, 0.9]))
+    assert eer == pytest.approx(0.5)
+    assert roc_auc(np.array([0.1, 0.2]), np.array([0.5, 0.6])) == 1.0
+    assert roc_auc(np.array([0.5, 0.6]), np.array([0.1, 0.2])) == 0.0
+
+
+def test_threshold_at_far_accepts_at_most_that_share_of_impostors():
+    impostor = np.linspace(0.0, 1.0, 1000)
+    threshold = threshold_at_far(impostor, 0.01)
+    assert np.mean(impostor <= threshold) <= 0.01
+
+
+def test_protocol_gives_zero_error_when_writers_are_separated_and_forgeries_far():
+    signatures = fake_signatures()
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:4]
+    embeddings = np.array([centres[int(s.writer)] + (0 if s.genuine else 1.5 * centres[(int(s.writer) + 1) % 4])
+                           + 0.01 * rng.normal(size=8) for s in signatures])
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    [r1, r5] = evaluate_embeddings(signatures, embeddings, refs_list=(1, 5))
+    assert r1["eer"] == 0.0 and r5["eer"] == 0.0 and r5["auc"] == 1.0
+    assert r5["genuine_queries"] == 4 * 3 and r5["skilled_queries"] == 4 * 3 and r5["random_queries"] == 4 * 3
+
+
+def test_calibration_puts_the_threshold_between_genuine_and_forged():
+    signatures = fake_signatures()
+    rng = np.random.default_rng(1)
+    embeddings = np.array([np.eye(8)[int(s.writer)] * (1 if s.genuine else -1) + 0.05 * rng.normal(size=8)
+                           for s in signatures])
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    calibration = calibrate(signatures, embeddings, refs=5)
+    assert calibration["validation_eer"] == 0.0
+    assert 0.0 < calibration["threshold"] < 2.0
+    assert calibration["threshold_far1_skilled"] <= 2.0
+
+
+def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(small_dataset), "--layout", "generic", "--out", str(out),
+            "--steps-per-epoch", "2", "--writers-per-batch", "4", "--seed", "3"]
+    result = cli(*args, "--epochs", "1", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "tower.keras").exists() and (out / "history.csv").exists()
+    run = json.loads((out / "run.json").read_text())
+    assert run["best"]["epoch"] == 1 and run["parameters"] < 1_000_000
+    again = cli(*args, "--epochs", "1", env=env)
+    assert again.returncode != 0 and "--resume" in again.stderr
+    resumed = cli(*args, "--epochs", "2", "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(small_dataset, env, tmp_path):
+    out = tmp_path / "mirrored"
+    result = cli("train", "--data", str(small_dataset), "--out", str(out), "--epochs", "1",
+                 "--steps-per-epoch", "2", "--writers-per-batch", "4", "--objective", "koch",
+                 "--strategy", "mirrored", "--cpu-replicas", "2", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["replicas"] == 2
+    assert (out / "koch_head.keras").exists()
+
+
+def test_evaluate_writes_report_and_det_curve_for_a_keras_tower(small_dataset, env, tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", "--data", str(small_dataset), "--out", str(out), "--epochs", "1",
+               "--steps-per-epoch", "1", "--writers-per-batch", "4", env=env).returncode == 0
+    report = tmp_path / "report.json"
+    result = cli("evaluate", "--model", str(out / "tower.keras"), "--data", str(small_dataset),
+                 "--split", "all", "--refs", "1,5", "--report", str(report), "--json", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = json.loads(result.stdout)
+    assert printed == json.loads(report.read_text())
+    assert [r["refs"] for r in printed["results"]] == [1, 5]
+    for r in printed["results"]:
+        assert 0.0 <= r["eer"] <= 1.0 and 0.0 <= r["far_random"] <= 1.0
+        assert r["writers"] == 12 and r["skilled_queries"] == 24
+    assert report.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,59 @@
+"""Augmentation of preprocessed signatures that mimics real capture.
+
+Works on batches (B, H, W, 1) of ink-high images in [0, 1], inside the tf.data pipeline:
+small rotation, scale, shear and shift; thicker or thinner strokes; blur; ink intensity;
+sensor noise and paper texture.
+"""
+from functools import cache
+
+import keras
+import tensorflow as tf
+
+
+@cache
+def geometry():
+    """Small rotation, scale, shear and shift (built on first use: it creates TF state)."""
+    return keras.Sequential([
+        keras.layers.RandomRotation(0.02, fill_mode="constant"),          # about +-7 degrees
+        keras.layers.RandomZoom((-0.1, 0.1), fill_mode="constant"),
+        keras.layers.RandomShear(x_factor=0.15, y_factor=0.05, fill_mode="constant"),
+        keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant"),
+    ], name="geometry")
+
+
+def dilate(images):
+    return tf.nn.max_pool2d(images, 3, 1, "SAME")
+
+
+def erode(images):
+    return -tf.nn.max_pool2d(-images, 3, 1, "SAME")
+
+
+def blur(images):
+    kernel = tf.constant([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
+    return tf.nn.depthwise_conv2d(images, kernel[:, :, None, None], [1, 1, 1, 1], "SAME")
+
+
+def per_image(batch_size, probability):
+    """A (B, 1, 1, 1) mask that picks each image with the given probability."""
+    return tf.random.uniform((batch_size, 1, 1, 1)) < probability
+
+
+def paper_texture(shape, amplitude):
+    """Low-frequency blotches, as left by a grey or textured paper background."""
+    coarse = tf.random.uniform((shape[0], shape[1] // 8, shape[2] // 8, 1))
+    return amplitude * tf.image.resize(coarse, shape[1:3], method="bilinear")
+
+
+def augment(images):
+    """Return a randomly altered copy of a batch of preprocessed signatures."""
+    shape = tf.shape(images)
+    batch = shape[0]
+    x = geometry()(images, training=True)
+    x = tf.where(per_image(batch, 0.25), dilate(x), x)
+    x = tf.where(per_image(batch, 0.15), erode(x), x)
+    x = tf.where(per_image(batch, 0.3), blur(x), x)
+    x = x * tf.random.uniform((batch, 1, 1, 1), 0.7, 1.2)
+    x = x + paper_texture(shape, tf.random.uniform((batch, 1, 1, 1), 0.0, 0.08))
+    x = x + tf.random.normal(shape, stddev=1.0) * tf.random.uniform((batch, 1, 1, 1), 0.0, 0.04)
+    return tf.clip_by_value(x, 0.0, 1.0)

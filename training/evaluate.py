@@ -1,0 +1,163 @@
+"""The evaluation protocol of EVALUATION.md (writer-independent, skilled forgeries, WI-R).
+
+For each writer: the first R genuine signatures (by sample number) are the references; the
+remaining genuine ones, every skilled forgery of the writer and one genuine signature of each
+other writer of the same dataset are the queries. A query's score is what `edge-verify check`
+computes (edge_verify.edge.scoring). Scores of all writers are pooled and one global threshold
+is swept. Works on embeddings, so any model (Keras, TFLite float, TFLite int8) plugs in.
+"""
+from collections import defaultdict
+
+import numpy as np
+
+from edge_verify.edge import scoring
+
+UNCALIBRATED = {"threshold": 1.0, "alpha": 0.0, "reference_spread": 0.0}
+
+
+def writers_of(signatures):
+    """{(dataset, writer): {"genuine": [indices by sample], "forged": [indices]}}."""
+    groups = defaultdict(lambda: {"genuine": [], "forged": []})
+    for i, s in enumerate(signatures):
+        groups[(s.dataset, s.writer)]["genuine" if s.genuine else "forged"].append(i)
+    for group in groups.values():
+        group["genuine"].sort(key=lambda i: signatures[i].sample)
+        group["forged"].sort(key=lambda i: signatures[i].sample)
+    return dict(sorted(groups.items()))
+
+
+def adapted_distance(query, references, calibration):
+    """The distance `check` compares with the bundle threshold, after per-user adaptation."""
+    shift = scoring.user_threshold(references, calibration) - float(calibration["threshold"])
+    return scoring.user_distance(query, references) - shift
+
+
+def protocol_scores(signatures, embeddings, refs, calibration=UNCALIBRATED):
+    """Adapted distances of the genuine, skilled-forgery and random-forgery queries, per writer."""
+    writers = writers_of(signatures)
+    scores = {}
+    for key, group in writers.items():
+        genuine = group["genuine"]
+        if len(genuine) <= refs:
+            continue
+        references = embeddings[genuine[:refs]]
+        randoms = [g["genuine"][-1] for k, g in writers.items()
+                   if k != key and k[0] == key[0] and g["genuine"]]
+        score = lambda indices: np.array(
+            [adapted_distance(embeddings[i], references, calibration) for i in indices], np.float64)
+        scores[key] = {"genuine": score(genuine[refs:]), "skilled": score(group["forged"]),
+                       "random": score(randoms), "spread": scoring.reference_spread(references)}
+    return scores
+
+
+def equal_error_rate(genuine, impostor):
+    """(EER, threshold): where false rejects of genuine equal false accepts of impostors.
+
+    A query is accepted when its distance is <= the threshold.
+    """
+    genuine, impostor = np.sort(genuine), np.sort(impostor)
+    thresholds = np.concatenate([[-np.inf], np.unique(np.concatenate([genuine, impostor]))])
+    frr = 1.0 - np.searchsorted(genuine, thresholds, side="right") / len(genuine)
+    far = np.searchsorted(impostor, thresholds, side="right") / len(impostor)
+    best = int(np.argmin(np.abs(frr - far)))
+    return float((frr[best] + far[best]) / 2), float(thresholds[best])
+
+
+def threshold_at_far(impostor, far):
+    """The largest threshold whose false-accept rate on the impostors is at most `far`."""
+    impostor = np.sort(impostor)
+    allowed = int(np.floor(far * len(impostor)))
+    return float(impostor[allowed] - 1e-6) if allowed < len(impostor) else float(impostor[-1])
+
+
+def roc_auc(genuine, impostor):
+    """Probability that a genuine query is closer than an impostor (ties count half)."""
+    genuine, impostor = np.asarray(genuine), np.sort(impostor)
+    below = np.searchsorted(impostor, genuine, side="left")
+    equal = np.searchsorted(impostor, genuine, side="right") - below
+    return float(np.mean((len(impostor) - below - equal + 0.5 * equal) / len(impostor)))
+
+
+def pooled(scores, kind):
+    return np.concatenate([s[kind] for s in scores.values()]) if scores else np.array([])
+
+
+def summarize(scores, refs, threshold):
+    """The metrics of EVALUATION.md for one R, from protocol_scores output."""
+    genuine, skilled, random = (pooled(scores, k) for k in ("genuine", "skilled", "random"))
+    eer, eer_threshold = equal_error_rate(genuine, skilled)
+    writer_eers = [equal_error_rate(s["genuine"], s["skilled"])[0]
+                   for s in scores.values() if len(s["genuine"]) and len(s["skilled"])]
+    return {
+        "refs": refs,
+        "eer": eer,
+        "eer_threshold": eer_threshold,
+        "auc": roc_auc(genuine, skilled),
+        "mean_writer_eer": float(np.mean(writer_eers)),
+        "threshold": threshold,
+        "frr": float(np.mean(genuine > threshold)),
+        "far_skilled": float(np.mean(skilled <= threshold)),
+        "far_random": float(np.mean(random <= threshold)),
+        "writers": len(scores),
+        "genuine_queries": int(len(genuine)),
+        "skilled_queries": int(len(skilled)),
+        "random_queries": int(len(random)),
+    }
+
+
+def evaluate_embeddings(signatures, embeddings, refs_list=(1, 5, 10), calibration=UNCALIBRATED):
+    """One result per R, at the calibrated operating threshold."""
+    return [summarize(protocol_scores(signatures, embeddings, refs, calibration), refs,
+                      float(calibration["threshold"]))
+            for refs in refs_list]
+
+
+def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), far=0.01):
+    """The shipped operating point, chosen on validation writers only.
+
+    reference_spread is the median spread of the writers' references; alpha (the per-user
+    adaptation) is the one with the lowest validation EER; threshold is that EER point, and
+    threshold_far1_skilled the threshold whose skilled-forgery FAR is 1 %.
+    """
+    spreads = [s["spread"] for s in protocol_scores(signatures, embeddings, refs).values()]
+    base = {"threshold": 0.0, "reference_spread": float(np.median(spreads))}
+    best = None
+    for alpha in alphas:
+        calibration = dict(base, alpha=alpha)
+        scores = protocol_scores(signatures, embeddings, refs, calibration)
+        eer, threshold = equal_error_rate(pooled(scores, "genuine"), pooled(scores, "skilled"))
+        if best is None or eer < best[0] - 1e-9:
+            best = (eer, threshold, alpha, scores)
+    eer, threshold, alpha, scores = best
+    return {"threshold": threshold, "alpha": alpha, "reference_spread": base["reference_spread"],
+            "threshold_far1_skilled": threshold_at_far(pooled(scores, "skilled"), far),
+            "refs": refs, "validation_eer": eer}
+
+
+def evaluate_model(model, root, layout=None, split="test", refs_list=(1, 5, 10), threads=2):
+    """Run EVALUATION.md for one model on one dataset; returns (report, scores by R).
+
+    The operating threshold is the model's calibrated one (a bundle); a bare Keras model is
+    calibrated here on the validation writers of the same dataset.
+    """
+    from edge_verify.training.arrays import preprocessed_images, to_model_input
+    from edge_verify.training.datasets import read_signatures, select_split
+    from edge_verify.training.embedders import load_embedder
+
+    embedder = load_embedder(model, threads=threads)
+    signatures = read_signatures(root, layout)
+    chosen = select_split(signatures, split)
+    calibration = embedder.calibration
+    if calibration is None:
+        val = select_split(signatures, "val")
+        calibration = calibrate(val, embedder.embed(to_model_input(preprocessed_images(val, embedder.input_size))))
+    embeddings = embedder.embed(to_model_input(preprocessed_images(chosen, embedder.input_size)))
+    scores = {refs: protocol_scores(chosen, embeddings, refs, calibration) for refs in refs_list}
+    report = {
+        "model": str(embedder.path), "model_sha256": embedder.sha256,
+        "dataset": chosen[0].dataset if chosen else str(root), "data": str(root), "split": split,
+        "protocol": "EVALUATION.md WI-R, skilled forgeries",
+        "calibration": calibration,
+        "results": [summarize(scores[refs], refs, float(calibration["threshold"])) for refs in refs_list],
+    }
+    return report, scores

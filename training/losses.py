@@ -1,0 +1,83 @@
+"""Siamese objectives computed over every pair in a batch of embeddings.
+
+A batch holds a few writers, each with genuine signatures and skilled forgeries. Pairs:
+- positive: two genuine signatures of one writer;
+- negative: a genuine signature and a skilled forgery of the same writer, or a genuine
+  signature and any signature of another writer.
+Two forgeries are never paired (they come from different forgers).
+"""
+import tensorflow as tf
+
+
+def pair_masks(writers, genuine):
+    """(B, B) boolean masks of the positive and negative pairs; the anchor (row) is genuine."""
+    same_writer = tf.equal(writers[:, None], writers[None, :])
+    genuine = tf.cast(genuine, tf.bool)
+    anchor = genuine[:, None]
+    not_self = tf.logical_not(tf.eye(tf.shape(writers)[0], dtype=tf.bool))
+    positive = anchor & same_writer & genuine[None, :] & not_self
+    negative = anchor & (tf.logical_not(same_writer) | tf.logical_not(genuine[None, :]))
+    return positive, negative
+
+
+def pairwise_distances(embeddings):
+    """Euclidean distances between every two embeddings of a batch."""
+    squared = tf.reduce_sum(tf.square(embeddings[:, None, :] - embeddings[None, :, :]), axis=-1)
+    return tf.sqrt(tf.maximum(squared, 1e-12))
+
+
+def masked_mean(values, mask):
+    mask = tf.cast(mask, values.dtype)
+    return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def contrastive_loss(embeddings, writers, genuine, margin=1.0):
+    """Hadsell, Chopra & LeCun (2006): pull positives together, push negatives past a margin."""
+    positive, negative = pair_masks(writers, genuine)
+    distance = pairwise_distances(embeddings)
+    pull = masked_mean(tf.square(distance), positive)
+    push = masked_mean(tf.square(tf.nn.relu(margin - distance)), negative)
+    return pull + push
+
+
+def triplet_loss(embeddings, writers, genuine, margin=0.3, mining="hard"):
+    """Triplet loss with in-batch mining (Schroff et al. 2015; Hermans et al. 2017).
+
+    hard: each anchor's farthest positive against its closest negative.
+    semihard: every positive, against the closest negative farther than it (else the farthest).
+    """
+    positive, negative = pair_masks(writers, genuine)
+    distance = pairwise_distances(embeddings)
+    big = tf.reduce_max(distance) + 1.0
+    if mining == "hard":
+        hardest_positive = tf.reduce_max(tf.where(positive, distance, 0.0), axis=1)
+        hardest_negative = tf.reduce_min(tf.where(negative, distance, big), axis=1)
+        has_triplet = tf.reduce_any(positive, axis=1) & tf.reduce_any(negative, axis=1)
+        return masked_mean(tf.nn.relu(hardest_positive - hardest_negative + margin), has_triplet)
+    # semihard: for every (anchor, positive), a negative with d_ap < d_an, the closest one.
+    d_ap = distance[:, :, None]
+    d_an = distance[:, None, :]
+    semihard = negative[:, None, :] & (d_an > d_ap)
+    closest_semihard = tf.reduce_min(tf.where(semihard, d_an, big), axis=2)
+    farthest_negative = tf.reduce_max(tf.where(negative, distance, 0.0), axis=1)[:, None]
+    chosen = tf.where(tf.reduce_any(semihard, axis=2), closest_semihard, farthest_negative)
+    valid = positive & tf.reduce_any(negative, axis=1)[:, None]
+    return masked_mean(tf.nn.relu(distance - chosen + margin), valid)
+
+
+def koch_loss(embeddings, writers, genuine, head):
+    """Koch, Zemel & Salakhutdinov (2015): |a - b| -> Dense -> sigmoid, binary cross-entropy.
+
+    Positive and negative pairs are weighted equally, whatever their counts in the batch.
+    """
+    positive, negative = pair_masks(writers, genuine)
+    rows, cols = tf.unstack(tf.cast(tf.where(positive | negative), tf.int32), axis=1)
+    difference = tf.abs(tf.gather(embeddings, rows) - tf.gather(embeddings, cols))
+    probability = tf.squeeze(head(difference), axis=-1)
+    label = tf.gather_nd(positive, tf.stack([rows, cols], axis=1))
+    bce = tf.keras.losses.binary_crossentropy(tf.cast(label, tf.float32)[:, None],
+                                              probability[:, None])
+    return 0.5 * (masked_mean(bce, label) + masked_mean(bce, tf.logical_not(label)))
+
+
+OBJECTIVES = ("contrastive", "triplet", "koch")

@@ -1,0 +1,72 @@
+"""The embedding tower and the Siamese heads.
+
+The tower maps one preprocessed signature (H, W, 1), ink high in [0, 1], to an L2-normalised
+embedding. It uses only layers that quantise to int8 and map onto the Coral Edge TPU:
+Conv2D, DepthwiseConv2D, BatchNormalization (folded at conversion), ReLU6, global average
+pooling, Dense and a unit normalisation (exported as the TFLite L2_NORMALIZATION op).
+"""
+import keras
+from keras import layers
+
+# (filters, stride) of the depthwise-separable blocks after the stem.
+TOWER_BLOCKS = [(64, 1), (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (256, 1), (512, 2)]
+
+
+def conv_bn_relu(x, filters, kernel_size=3, strides=1, name=None):
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
+                      name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return layers.ReLU(6.0, name=f"{name}_relu")(x)
+
+
+def separable_block(x, filters, strides, name):
+    """MobileNet block: 3x3 depthwise conv, then 1x1 pointwise conv, each with BN + ReLU6."""
+    x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False,
+                               name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_dw_bn")(x)
+    x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
+    return conv_bn_relu(x, filters, kernel_size=1, name=f"{name}_pw")
+
+
+def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropout=0.2):
+    """The compact embedding network that ships on the device (~0.5 M parameters)."""
+    height, width = input_size
+    image = keras.Input((height, width, 1), name="signature")
+    x = conv_bn_relu(image, stem_filters, strides=2, name="stem")
+    for i, (filters, strides) in enumerate(TOWER_BLOCKS):
+        x = separable_block(x, filters, strides, name=f"block{i + 1}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Dense(embedding_size, name="embedding_dense")(x)
+    embedding = layers.UnitNormalization(name="embedding")(x)
+    return keras.Model(image, embedding, name="tower")
+
+
+def build_koch_tower(input_size=(64, 128)):
+    """The Koch et al. (2015) Siamese tower as used for signatures: the benchmark's baseline.
+
+    conv 64@10x10 -> pool -> 128@7x7 -> pool -> 128@4x4 -> pool -> 256@4x4 -> 4096-d sigmoid;
+    on a 64x128 input that is about 35 M parameters, nearly all in the last Dense layer.
+    """
+    height, width = input_size
+    image = keras.Input((height, width, 1), name="signature")
+    x = layers.Conv2D(64, 10, activation="relu", name="conv1")(image)
+    x = layers.MaxPooling2D(name="pool1")(x)
+    x = layers.Conv2D(128, 7, activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(name="pool2")(x)
+    x = layers.Conv2D(128, 4, activation="relu", name="conv3")(x)
+    x = layers.MaxPooling2D(name="pool3")(x)
+    x = layers.Conv2D(256, 4, padding="same", activation="relu", name="conv4")(x)
+    x = layers.Flatten(name="flatten")(x)
+    embedding = layers.Dense(4096, activation="sigmoid", name="embedding")(x)
+    return keras.Model(image, embedding, name="koch_tower")
+
+
+def build_koch_head(embedding_size):
+    """Koch et al. head: |a - b| -> Dense(1) -> sigmoid, the probability that a and b match."""
+    difference = keras.Input((embedding_size,), name="l1_distance")
+    probability = layers.Dense(1, activation="sigmoid", name="match_probability")(difference)
+    return keras.Model(difference, probability, name="koch_head")
+
+
+ARCHITECTURES = {"tower": build_tower, "koch": build_koch_tower}

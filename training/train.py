@@ -1,0 +1,207 @@
+"""Training of the Siamese signature embedding.
+
+One tower embeds every image of a batch; the objective (contrastive, triplet or Koch's L1 +
+sigmoid head) is computed over all the pairs of the batch. Batches hold a few training
+writers each, with genuine signatures and skilled forgeries. After each epoch the tower is
+scored on the validation writers (EVALUATION.md, 5 references) and the best one is kept.
+"""
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from edge_verify.edge.preprocess import PREPROCESS_VERSION
+from edge_verify.training import losses
+from edge_verify.training.arrays import preprocessed_images, to_model_input
+from edge_verify.training.augment import augment
+from edge_verify.training.datasets import read_signatures, select_split
+from edge_verify.training.evaluate import evaluate_embeddings
+from edge_verify.training.model import ARCHITECTURES, build_koch_head
+
+DEFAULT_MARGINS = {"contrastive": 1.0, "triplet": 0.3}
+
+
+class SiameseTrainer(keras.Model):
+    """Trains a tower with a pairwise objective; `call` is the tower itself."""
+
+    def __init__(self, tower, objective="triplet", margin=None, mining="hard"):
+        super().__init__()
+        self.tower = tower
+        self.objective = objective
+        self.margin = DEFAULT_MARGINS.get(objective) if margin is None else margin
+        self.mining = mining
+        self.head = build_koch_head(tower.output_shape[-1]) if objective == "koch" else None
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, images, training=False):
+        return self.tower(images, training=training)
+
+    def pair_loss(self, embeddings, writers, genuine):
+        if self.objective == "contrastive":
+            return losses.contrastive_loss(embeddings, writers, genuine, self.margin)
+        if self.objective == "triplet":
+            return losses.triplet_loss(embeddings, writers, genuine, self.margin, self.mining)
+        return losses.koch_loss(embeddings, writers, genuine, self.head)
+
+    def train_step(self, data):
+        images, (writers, genuine) = data
+        with tf.GradientTape() as tape:
+            loss = self.pair_loss(self(images, training=True), writers, genuine)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = loss / replicas
+        variables = self.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+
+def make_strategy(name="default", cpu_replicas=0):
+    """default: one device; mirrored: all local GPUs (or `cpu_replicas` logical CPUs);
+    multiworker: the cluster described by the TF_CONFIG environment variable."""
+    if cpu_replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = None
+        if cpu_replicas > 1 and not tf.config.list_logical_devices("GPU"):
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}: use default, mirrored or multiworker")
+
+
+def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per_writer, seed):
+    """Endless index batches: a few writers, each with genuine signatures and forgeries.
+
+    A writer without forgeries gives genuine signatures in their place, so every batch has
+    the same size. Yields (indices, writer ids, genuine flags).
+    """
+    rng = np.random.default_rng(seed)
+    keys = sorted({(s.dataset, s.writer) for s in signatures})
+    writer_id = {key: i for i, key in enumerate(keys)}
+    genuine = {k: [] for k in keys}
+    forged = {k: [] for k in keys}
+    for i, s in enumerate(signatures):
+        (genuine if s.genuine else forged)[(s.dataset, s.writer)].append(i)
+    usable = [k for k in keys if len(genuine[k]) >= 2]
+    if len(usable) < writers_per_batch:
+        raise ValueError(f"only {len(usable)} training writers have two genuine signatures or more: "
+                         f"use a writers-per-batch of at most {len(usable)}")
+    while True:
+        chosen = rng.choice(len(usable), writers_per_batch, replace=False)
+        indices, flags = [], []
+        for k in (usable[c] for c in chosen):
+            n_forged = forged_per_writer if forged[k] else 0
+            n_genuine = genuine_per_writer + forged_per_writer - n_forged
+            indices += list(rng.choice(genuine[k], n_genuine, replace=len(genuine[k]) < n_genuine))
+            flags += [True] * n_genuine
+            if n_forged:
+                indices += list(rng.choice(forged[k], n_forged, replace=len(forged[k]) < n_forged))
+                flags += [False] * n_forged
+        writers = [writer_id[(signatures[i].dataset, signatures[i].writer)] for i in indices]
+        yield np.array(indices, np.int32), np.array(writers, np.int32), np.array(flags, np.int32)
+
+
+def training_dataset(images_u8, signatures, batch_shape, seed):
+    """tf.data pipeline: sampled writer batches -> augmented float images + pair labels."""
+    images = tf.constant(images_u8)
+    batch = batch_shape[0] * (batch_shape[1] + batch_shape[2])
+    spec = (tf.TensorSpec((batch,), tf.int32), tf.TensorSpec((batch,), tf.int32),
+            tf.TensorSpec((batch,), tf.int32))  # genuine flags as 0/1: tf.distribute splits no bools
+    next(writer_batches(signatures, *batch_shape, seed))  # fails early on an impossible batch
+    dataset = tf.data.Dataset.from_generator(
+        lambda: writer_batches(signatures, *batch_shape, seed), output_signature=spec)
+
+    def to_example(indices, writers, genuine):
+        x = tf.cast(tf.gather(images, indices), tf.float32)[..., None] / 255.0
+        return augment(x), (writers, genuine)
+
+    return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+class ValidationEER(keras.callbacks.Callback):
+    """Scores the tower on the validation writers after each epoch; keeps the best tower."""
+
+    def __init__(self, images, signatures, out_dir, refs=5):
+        super().__init__()
+        self.images, self.signatures, self.refs = images, signatures, refs
+        self.out_dir = Path(out_dir)
+        self.best = self.best_state_path().exists() and json.loads(self.best_state_path().read_text())
+
+    def best_state_path(self):
+        return self.out_dir / "best.json"
+
+    def on_epoch_end(self, epoch, logs=None):
+        tower = self.model.tower
+        embeddings = tower.predict(self.images, batch_size=128, verbose=0)
+        [result] = evaluate_embeddings(self.signatures, embeddings, refs_list=(self.refs,))
+        logs["val_eer"] = result["eer"]
+        print(f" - val_eer ({self.refs} refs): {100 * result['eer']:.2f} %")
+        if not self.best or result["eer"] <= self.best["val_eer"]:
+            self.best = {"epoch": epoch + 1, "val_eer": result["eer"]}
+            tower.save(self.out_dir / "tower.keras")
+            self.best_state_path().write_text(json.dumps(self.best))
+            if self.model.head is not None:
+                self.model.head.save(self.out_dir / "koch_head.keras")
+
+
+def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epochs=40,
+          steps_per_epoch=100, writers_per_batch=16, genuine_per_writer=4, forged_per_writer=2,
+          learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
+          cpu_replicas=0, resume=False):
+    """Train a tower on the training writers of `data` [(root, layout or None), ...].
+
+    Writes to out_dir: tower.keras (best on validation), history.csv, run.json.
+    """
+    distribution = make_strategy(strategy, cpu_replicas)  # first: devices are fixed once TF starts
+    started = time.time()
+    out_dir = Path(out_dir)
+    if not resume and (out_dir / "backup").exists():
+        raise FileExistsError(f"{out_dir} holds an earlier run: pass --resume or use another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in locals().items() if k not in ("started", "out_dir", "distribution")}
+    keras.utils.set_random_seed(seed)
+    input_size = tuple(input_size or ((64, 128) if arch == "koch" else (96, 192)))
+
+    signatures = [s for root, layout in data for s in read_signatures(root, layout)]
+    train_set, val_set = select_split(signatures, "train"), select_split(signatures, "val")
+    print(f"training writers: {len({(s.dataset, s.writer) for s in train_set})}, "
+          f"images: {len(train_set)}; validation images: {len(val_set)}")
+    train_images = preprocessed_images(train_set, input_size)
+    val_images = to_model_input(preprocessed_images(val_set, input_size))
+
+    with distribution.scope():
+        trainer = SiameseTrainer(ARCHITECTURES[arch](input_size=input_size), objective, margin, mining)
+        trainer.build((None, *input_size, 1))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
+        trainer.compile(optimizer=keras.optimizers.Adam(schedule))
+    batch_shape = (writers_per_batch, genuine_per_writer, forged_per_writer)
+    dataset = training_dataset(train_images, train_set, batch_shape, seed)
+    callbacks = [
+        ValidationEER(val_images, val_set, out_dir),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume),
+        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=False),
+    ]
+    trainer.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks)
+
+    run = {"config": config, "preprocess_version": PREPROCESS_VERSION,
+           "input_size": list(input_size), "replicas": distribution.num_replicas_in_sync,
+           "parameters": trainer.tower.count_params(),
+           "best": callbacks[0].best, "wall_seconds": round(time.time() - started, 1),
+           "training_writers": len({(s.dataset, s.writer) for s in train_set}),
+           "training_images": len(train_set), "versions": {"tensorflow": tf.__version__,
+                                                           "keras": keras.__version__}}
+    (out_dir / "run.json").write_text(json.dumps(run, indent=2, default=str))
+    return run
