@@ -81,11 +81,10 @@ def bench_preprocess(paths, repeats: int = 30, size=INPUT_SIZE) -> dict:
 def machine_facts() -> dict:
     """What the figures were measured on."""
     cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "model\t")):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    try:  # Linux: x86 names the CPU in "model name", Raspberry Pi OS in "Model"
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+        info = {key.strip().lower(): value.strip() for key, value in info.items()}
+        cpu = info.get("model name") or info.get("model") or info.get("hardware") or cpu
     except OSError:
         pass
     return {

@@ -11,7 +11,7 @@ import numpy as np
 from edge_verify.edge.errors import ImageError
 from edge_verify.edge.image_io import load_image
 
-PREPROCESS_VERSION = "sig-1"
+PREPROCESS_VERSION = "sig-2"
 INPUT_SIZE = (96, 192)  # (height, width)
 
 MIN_SIDE = 16          # smaller images cannot hold a signature
@@ -66,9 +66,16 @@ def normalise_background(grey: np.ndarray) -> np.ndarray:
     height, width = grey.shape
     scale = BACKGROUND_SIDE / max(height, width)
     small = cv2.resize(grey, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    # Extend the grid by point reflection (2 * edge - inside): brightness ramps continue past the edges,
+    # so the closing below is not biased towards the brighter side at dark edges and corners.
+    small = small.astype(np.int16)
+    pad = 3
+    ramp = 2 * cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE) \
+        - cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    small = np.clip(ramp, 0, 255).astype(np.uint8)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel)  # erase the strokes, keep the paper
-    small = cv2.blur(small, (3, 3))
+    small = cv2.blur(small, (3, 3))[pad:-pad, pad:-pad]
     background = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
     return cv2.divide(grey, np.maximum(background, 1), scale=255)
 
