@@ -150,6 +150,11 @@ def convert(model_path, calib_dirs, out_dir, float16=False, force=False, onnx=Tr
         "edgetpu": {k: report[k] for k in ("compatible", "unsupported", "first_cpu_fallback")},
     }
     manifest.update(quantisation(out_dir / "model_int8.tflite"))
+    run_file = Path(model_path).with_name("run.json")
+    if run_file.exists():  # the training run that made the tower: data, command, seed, time
+        run = json.loads(run_file.read_text())
+        manifest["training"] = {k: run.get(k) for k in ("config", "best", "wall_seconds", "parameters",
+                                                        "training_writers", "training_images", "versions")}
     write_manifest(out_dir, manifest)
 
     guard, int8_val = accuracy_guard(out_dir, val_set, val_images)
@@ -206,8 +211,21 @@ def write_bundle_readme(out_dir, manifest, report, compiled, size):
         "## Accuracy guard (validation writers, 5 references)",
         f"median cosine int8 vs float {guard['median_cosine']:.4f}; EER float {100 * guard['eer_float32']:.2f} %, "
         f"int8 {100 * guard['eer_int8']:.2f} %", "",
+        *training_lines(manifest.get("training")),
         "## Coral Edge TPU", "```", edgetpu.format_report(report), "```",
         compiled.get("note", "") if isinstance(compiled, dict) else "", "",
         "## Jetson (TensorRT)", onnx_export.trtexec_commands("model.onnx", (1, *size, 1)), "",
     ]
     (Path(out_dir) / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def training_lines(training):
+    if not training:
+        return []
+    config = training["config"]
+    return ["## Training",
+            f"{training['training_writers']} training writers, {training['training_images']} images; "
+            f"objective {config['objective']}, {config['epochs']} epochs x {config['steps_per_epoch']} steps, "
+            f"seed {config['seed']}; {training['parameters']} parameters; "
+            f"best validation EER {100 * training['best']['val_eer']:.2f} % at epoch {training['best']['epoch']}; "
+            f"{training['wall_seconds'] / 60:.0f} min.", ""]

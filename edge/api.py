@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import os
+import shlex
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,7 +130,7 @@ def enroll(model: Model, store: Store, user: str, images, *, mode: str = "new",
     if mode == "append":
         enrolled = store.user(user)
         require_same_model(enrolled.name, enrolled.model_fingerprint, enrolled.preprocess_version,
-                           model.bundle, hint="--replace")
+                           model.bundle)
         existing = enrolled.references
     references = []
     for image in images:
@@ -163,12 +164,12 @@ def _refuse_repeats(existing: list[Reference], new: list[Reference]) -> None:
     for i in range(len(existing), len(everything)):
         for j in range(i):
             a, b = everything[j], everything[i]
+            other = f"the enrolled reference {_label(a)}" if j < len(existing) else _label(a)
             distance = float(np.linalg.norm(embeddings[i] - embeddings[j]))
             if a.image_sha256 == b.image_sha256:
-                what = ("is given twice" if _label(a) == _label(b)
-                        else f"is the same image as {_label(a)}")
+                what = "is given twice" if other == _label(b) else f"is the same image as {other}"
             elif distance < NEAR_IDENTICAL:
-                what = f"is nearly identical to {_label(a)} (distance {distance:.3f} < {NEAR_IDENTICAL})"
+                what = f"is nearly identical to {other} (distance {distance:.3f} < {NEAR_IDENTICAL})"
             else:
                 continue
             raise EdgeVerifyError(f"reference {_label(b)} {what}: the same scan twice adds no "
@@ -194,19 +195,13 @@ def _outliers(references: list[Reference], calibration: dict) -> list[dict]:
     return outliers
 
 
-def require_same_model(user: str, fingerprint: str, preprocess_version: str, bundle: Bundle,
-                       hint: str = "--replace") -> None:
+def require_same_model(user: str, fingerprint: str, preprocess_version: str, bundle: Bundle) -> None:
     """ModelError unless a user's embeddings were made by this bundle and preprocessing."""
     if fingerprint == bundle.fingerprint and preprocess_version == bundle.preprocess_version:
         return
     raise ModelError(f"{user} was enrolled with a different model (fingerprint {fingerprint[:12]}, "
                      f"this model {bundle.fingerprint[:12]}), and embeddings of different models "
-                     f"cannot be compared; re-enroll: edge-verify enroll {_quote(user)} IMAGE... {hint}")
-
-
-def _quote(text: str) -> str:
-    import shlex
-    return shlex.quote(text)
+                     f"cannot be compared; re-enroll: edge-verify enroll {shlex.quote(user)} IMAGE... --replace")
 
 
 # ------------------------------------------------------------------ verify and identify

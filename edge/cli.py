@@ -141,10 +141,64 @@ def _emit(as_json: bool, data, text: str) -> None:
 @click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads.")
 @click.option("--delegate", type=click.Choice(["none", "edgetpu"]),
               help="Run on the CPU (none) or a Coral Edge TPU (falls back to the CPU with a warning).")
+@click.option("--profile", metavar="NAME|PATH", envvar="EDGE_VERIFY_PROFILE",
+              help="Device profile from firmware_configs (e.g. rpi5-coral-usb) or a TOML file; "
+                   "it supplies every setting the command line does not.")
 @click.pass_context
-def main(ctx, model, db, threads, delegate):
+def main(ctx, model, db, threads, delegate, profile):
     """Offline handwritten-signature verification on the device."""
-    ctx.obj = Settings(model=model, db=db, threads=threads, delegate=delegate)
+    if ctx.resilient_parsing or ctx.invoked_subcommand in WORKSTATION_COMMANDS:
+        ctx.obj = Settings(model=model, db=db, threads=threads, delegate=delegate)
+        return
+    ctx.obj = settings_from_profile(Settings(model=model, db=db, threads=threads, delegate=delegate),
+                                    profile, ctx)
+
+
+WORKSTATION_COMMANDS = {"train", "evaluate", "evaluate-omniglot", "convert"}
+
+
+def settings_from_profile(settings: "Settings", name, ctx) -> "Settings":
+    """Fill what the command line left open from the device profile (or the defaults)."""
+    from edge_verify.edge.profiles import load_profile
+    from edge_verify.edge.store import default_path
+
+    try:
+        profile = load_profile(name)
+    except EdgeVerifyError as error:
+        raise _Failure(str(error)) from None
+    runtime = profile["runtime"]
+    ctx.meta["profile"] = profile
+    ctx.meta["profile_name"] = name or "default"
+    return settings.with_defaults(
+        model=None if runtime["model"] == "default" else str(runtime["model"]),
+        db=str(default_path(profile["store"]["data_dir"] or None)),
+        threads=runtime["threads"], delegate=runtime["delegate"],
+        variant=runtime["variant"], backend=runtime["backend"])
+
+
+def profile_threshold(threshold):
+    """--threshold, else the profile's [verify] threshold when it is a number."""
+    if threshold is not None:
+        return threshold
+    configured = click.get_current_context().meta["profile"]["verify"]["threshold"]
+    return None if configured == "calibrated" else float(configured)
+
+
+def source_option(command):
+    return click.option("--from", "source", type=click.Choice(["file", "camera", "pad"]), default=None,
+                        help="Where signatures come from [default: the profile's capture source, "
+                             "else file]. camera: IMAGE may name a camera index or video file; "
+                             "pad: IMAGE is a stroke file (JSON lines or CSV, '-' for stdin).")(command)
+
+
+def captured(source, paths):
+    """The images to score: the file paths as they are, or what the camera / pad delivers."""
+    profile = click.get_current_context().meta["profile"]
+    source = source or profile["capture"]["source"]
+    if source == "file":
+        return list(paths)
+    from edge_verify.edge.capture import capture_image
+    return [capture_image(source, profile["capture"], path=path) for path in (paths or [None])]
 
 
 main.add_command(train)
@@ -164,9 +218,10 @@ main.add_command(convert)
 @click.option("--from-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Enrol many users: DIR holds one subfolder per user, named after the user, "
                    "with that user's reference images.")
+@source_option
 @json_option
 @click.pass_obj
-def enroll(settings, user, images, replace, append, from_dir, as_json):
+def enroll(settings, user, images, replace, append, from_dir, source, as_json):
     """Enrol USER with 1 to N reference signatures (3 to 5 recommended).
 
     Refuses blank or unreadable images and references that repeat another one, and reports
@@ -180,10 +235,11 @@ def enroll(settings, user, images, replace, append, from_dir, as_json):
         if user or images:
             raise click.UsageError("give either USER IMAGE... or --from-dir DIR, not both")
         return _enroll_folder(settings, from_dir, mode, as_json)
-    if not user or not images:
+    if not user or (not images and (source or "file") == "file"):
         raise click.UsageError("give a USER and at least one IMAGE (or --from-dir DIR)")
     from edge_verify.edge import api
-    result = api.enroll(settings.load_model(), settings.store(), user, images, mode=mode)
+    result = api.enroll(settings.load_model(), settings.store(), user, captured(source, images),
+                        mode=mode, source=source or "file")
     _emit(as_json, result.to_dict(), _enrolment_text(result))
 
 
@@ -207,21 +263,21 @@ def _enroll_folder(settings, folder: Path, mode: str, as_json: bool):
                 enrolled.append(api.enroll(model, store, user_dir.name, images, mode=mode))
             except EdgeVerifyError as error:
                 failed.append({"user": user_dir.name, "error": str(error)})
-    lines = [f"enrolled {r.user}: {r.references} references, spread "
-             f"{_number(r.spread)}, {len(r.outliers)} outliers" for r in enrolled]
+    lines = [f"enrolled {r.user}: {_count(r.references, 'reference')}, spread "
+             f"{_number(r.spread)}, {_count(len(r.outliers), 'outlier')}" for r in enrolled]
     lines += [f"failed {f['user']}: {f['error']}" for f in failed]
-    lines.append(f"{len(enrolled)} users enrolled, {len(failed)} failed")
+    lines.append(f"{_count(len(enrolled), 'user')} enrolled, {len(failed)} failed")
     _emit(as_json, {"enrolled": [r.to_dict() for r in enrolled], "failed": failed}, "\n".join(lines))
     if failed:
         click.get_current_context().exit(2)
 
 
 def _enrolment_text(result) -> str:
-    lines = [f"enrolled {result.user}: {result.added} references added, {result.references} in all"
+    lines = [f"enrolled {result.user}: {_count(result.added, 'reference')} added, {result.references} in all"
              + {"new": "", "replace": " (replaced)", "append": " (appended)"}[result.mode]]
     if result.spread is None:
-        lines.append("consistency: one reference, no spread to measure (3 to 5 references give a "
-                     "threshold adapted to this writer)")
+        lines.append("consistency: one reference, no spread to measure (3 to 5 references make "
+                     "checks more reliable)")
     else:
         typical = f" (typical {result.typical_spread:.3f})" if result.typical_spread is not None else ""
         lines.append(f"consistency: spread {result.spread:.3f}{typical}; checks will use "
@@ -233,6 +289,10 @@ def _enrolment_text(result) -> str:
     return "\n".join(lines)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _number(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -242,19 +302,24 @@ def _number(value) -> str:
 
 @main.command(epilog=EPILOG)
 @click.argument("user")
-@click.argument("image")
+@click.argument("image", required=False)
 @click.option("--threshold", type=click.FloatRange(0, 2), metavar="DISTANCE",
               help="Distance threshold (0..2) instead of the calibrated one adapted to the user.")
+@source_option
 @json_option
 @click.pass_obj
-def check(settings, user, image, threshold, as_json):
+def check(settings, user, image, threshold, source, as_json):
     """Verify IMAGE against USER's references: MATCH (exit 0) or NO MATCH (exit 1).
 
     Prints the similarity (0..1), the distance to the references and the threshold used: the
     model's calibrated threshold adapted to the spread of the user's references, or --threshold.
     """
+    if image is None and (source or "file") == "file":
+        raise click.UsageError("give the IMAGE to check (or --from camera|pad)")
     from edge_verify.edge import api
-    result = api.check(settings.load_model(), settings.store(), user, image, threshold=threshold)
+    [image] = captured(source, [image] if image else [])
+    result = api.check(settings.load_model(), settings.store(), user, image,
+                       threshold=profile_threshold(threshold))
     relation = "<=" if result.match else ">"
     _emit(as_json, result.to_dict(),
           f"{'MATCH' if result.match else 'NO MATCH'}: {result.user}  similarity {result.similarity:.3f}  "
@@ -303,7 +368,7 @@ def users_list(settings, as_json):
     lines += [f"{r['name']:<{width}}  {r['references']:>4}  {r['created_at']:<25}  "
               f"{'current' if r['current_model'] else 'other model: re-enroll with --replace'}"
               for r in rows]
-    lines.append(f"{len(rows)} users")
+    lines.append(_count(len(rows), "user"))
     _emit(as_json, {"users": rows}, "\n".join(lines))
 
 
@@ -359,7 +424,8 @@ def export_command(settings, path, names, as_json):
     """
     from edge_verify.edge import api
     summary = api.export_enrolments(settings.store(), settings.bundle(), path, names or None)
-    text = f"exported {summary['users']} users ({summary['references']} references) to {path}"
+    text = (f"exported {_count(summary['users'], 'user')} ({_count(summary['references'], 'reference')}) "
+            f"to {path}")
     if summary["skipped"]:
         text += f"\nskipped (enrolled with another model): {', '.join(summary['skipped'])}"
     _emit(as_json, summary, text)
@@ -374,8 +440,8 @@ def import_command(settings, path, replace, as_json):
     """Add the users of an export file: all of them, or none on any error."""
     from edge_verify.edge import api
     summary = api.import_enrolments(settings.store(), settings.bundle(), path, replace=replace)
-    _emit(as_json, summary, f"imported {summary['users']} users ({summary['references']} references) "
-                            f"from {path}")
+    _emit(as_json, summary, f"imported {_count(summary['users'], 'user')} "
+                            f"({_count(summary['references'], 'reference')}) from {path}")
 
 
 @main.command(epilog=EPILOG)
@@ -398,6 +464,10 @@ def info(settings, as_json):
         + (f", {store['users_other_model']} users enrolled with another model"
            if store["users_other_model"] else ""),
     ])
+    from edge_verify.edge.profiles import describe_profile
+    meta = click.get_current_context().meta
+    details["profile"] = {"name": meta["profile_name"], "settings": meta["profile"]}
+    text += f"\nprofile: {meta['profile_name']}\n" + describe_profile(meta["profile"])
     _emit(as_json, details, text)
 
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from conftest import cedar, rewrite_manifest
 from edge_verify.edge import store as store_module
-from edge_verify.edge.cli import main
+from edge_verify.edge.cli import Settings, main
 
 
 @pytest.fixture
@@ -251,7 +251,8 @@ def test_the_same_scan_twice_or_a_near_copy_is_refused(cli, db, enrolled, tmp_pa
     pixels[0, 0] = pixels[0, 0] - 1 if pixels[0, 0] else 1
     near = write_png(tmp_path / "near.png", pixels)
     assert_error(cli("enroll", "bob", cedar(6, 1), near), "near.png is nearly identical to original_6_1.jpg")
-    assert_error(cli("enroll", "alice", cedar(5, 2), "--append"), "original_5_2.jpg is given twice")
+    assert_error(cli("enroll", "alice", cedar(5, 2), "--append"),
+                 "original_5_2.jpg is the same image as the enrolled reference original_5_2.jpg")
     assert dump(db) == enrolled
 
 
@@ -292,15 +293,25 @@ def test_a_locked_store(cli, db, enrolled, monkeypatch):
 # ------------------------------------------------------------------ a fresh process, as on the device
 
 
+FRESH_PROCESS = """
+import json, sys
+from edge_verify.edge.cli import Settings, main
+modules_file, sys.argv = sys.argv[1], ["edge-verify"] + sys.argv[2:]
+try:
+    main()
+finally:
+    with open(modules_file, "w") as file:
+        json.dump(sorted(sys.modules), file)
+"""
+
+
 def fresh_process(tiny_bundle, db, *args):
-    """Run the real entry point in a new process; -X importtime lists every module it imports."""
-    command = [sys.executable, "-X", "importtime", "-m", "edge_verify.edge.cli",
+    """Run the CLI in a new process, as on the device: (exit code, modules it imported, stderr lines)."""
+    modules_file = db.parent / "modules.json"
+    command = [sys.executable, "-c", FRESH_PROCESS, str(modules_file),
                "--model", str(tiny_bundle), "--db", str(db), *map(str, args)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    lines = run.stderr.splitlines()
-    imported = {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")}
-    messages = [line for line in lines if not line.startswith("import time:")]
-    return run.returncode, imported, messages
+    return run.returncode, set(json.loads(modules_file.read_text())), run.stderr.splitlines()
 
 
 def test_enroll_and_check_never_import_tensorflow(tiny_bundle, tmp_path):
@@ -334,3 +345,18 @@ def test_the_packaged_model_accepts_the_writer_and_rejects_others(default_bundle
     genuine = [run("check", "w50", cedar(50, s)).exit_code for s in range(10, 16)]
     others = [run("check", "w50", cedar(w, 10)).exit_code for w in (46, 47, 48, 49, 51, 52)]
     assert genuine.count(0) >= 5 and others.count(1) >= 5
+
+
+def test_a_profile_supplies_defaults_and_the_command_line_wins(tiny_bundle, db):
+    """How --profile plugs in: click's default_map fills options not given on the command line."""
+    profile = {"model": str(tiny_bundle), "db": str(db), "threads": 1, "delegate": "none",
+               "check": {"threshold": 2.0}}
+    runner = CliRunner()
+    assert runner.invoke(main, ["enroll", "alice", str(cedar(5, 1))], default_map=profile).exit_code == 0
+    by_profile = runner.invoke(main, ["check", "alice", str(cedar(9, 1))], default_map=profile)
+    assert by_profile.exit_code == 0 and "threshold 2.000 (override)" in by_profile.stdout
+    by_option = runner.invoke(main, ["check", "alice", str(cedar(9, 1)), "--threshold", "0.001"],
+                              default_map=profile)
+    assert by_option.exit_code == 1
+    settings = Settings(model="given").with_defaults(model="profile", threads=2, backend="litert")
+    assert (settings.model, settings.threads, settings.backend, settings.db) == ("given", 2, "litert", None)
