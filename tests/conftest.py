@@ -115,3 +115,16 @@ def default_bundle():
     if not (folder / "manifest.json").is_file():
         pytest.skip("the default model bundle (edge/models/default) is not built yet")
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """12 CEDAR writers in the generic layout: 7 genuine and 2 forged each."""
+    root = tmp_path_factory.mktemp("small") / "cedar-small"
+    for writer in range(1, 13):
+        for kind, prefix, count in (("genuine", "original", 7), ("forged", "forgeries", 2)):
+            folder = root / f"w{writer:02d}" / kind
+            folder.mkdir(parents=True)
+            for sample in range(1, count + 1):
+                shutil.copy(CEDAR / f"{prefix}_{writer}_{sample}.jpg", folder / f"{sample}.jpg")
+    return root

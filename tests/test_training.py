@@ -1,7 +1,6 @@
 """Training, evaluation protocol and the workstation commands, on small real data."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,20 +12,6 @@ from edge_verify.training.datasets import Signature
 from edge_verify.training.evaluate import (calibrate, equal_error_rate, evaluate_embeddings,
                                            roc_auc, threshold_at_far)
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-@pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory):
-    """12 CEDAR writers in the generic layout: 7 genuine and 2 forged each."""
-    root = tmp_path_factory.mktemp("small") / "cedar-small"
-    for writer in range(1, 13):
-        for kind, prefix, count in (("genuine", "original", 7), ("forged", "forgeries", 2)):
-            folder = root / f"w{writer:02d}" / kind
-            folder.mkdir(parents=True)
-            for sample in range(1, count + 1):
-                shutil.copy(DATASETS / "cedar" / f"{prefix}_{writer}_{sample}.jpg", folder / f"{sample}.jpg")
-    return root
 
 
 @pytest.fixture(scope="module")

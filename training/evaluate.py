@@ -82,6 +82,11 @@ def pooled(scores, kind):
     return np.concatenate([s[kind] for s in scores.values()]) if scores else np.array([])
 
 
+def rate(errors):
+    """The share of True in `errors`; None when there were no queries of that kind."""
+    return float(np.mean(errors)) if len(errors) else None
+
+
 def summarize(scores, refs, threshold):
     """The metrics of EVALUATION.md for one R, from protocol_scores output."""
     genuine, skilled, random = (pooled(scores, k) for k in ("genuine", "skilled", "random"))
@@ -95,9 +100,9 @@ def summarize(scores, refs, threshold):
         "auc": roc_auc(genuine, skilled),
         "mean_writer_eer": float(np.mean(writer_eers)),
         "threshold": threshold,
-        "frr": float(np.mean(genuine > threshold)),
-        "far_skilled": float(np.mean(skilled <= threshold)),
-        "far_random": float(np.mean(random <= threshold)),
+        "frr": rate(genuine > threshold),
+        "far_skilled": rate(skilled <= threshold),
+        "far_random": rate(random <= threshold),
         "writers": len(scores),
         "genuine_queries": int(len(genuine)),
         "skilled_queries": int(len(skilled)),
