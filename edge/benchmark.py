@@ -57,25 +57,26 @@ TARGETS = {
 }
 
 
-def set_blas_threads(count: int) -> int | None:
-    """Set the threads of numpy's OpenBLAS (it keeps its pool spread over every core, even after
-    sched_setaffinity); returns the previous number, or None where no OpenBLAS is found."""
+def set_blas_threads(count) -> dict:
+    """Set the threads of every OpenBLAS loaded (numpy's, OpenCV's): their pools stay spread over
+    every core even after sched_setaffinity. `count`: a number, or {library: number} as returned
+    (the previous numbers) to restore them; no OpenBLAS found: {}."""
     try:
-        libraries = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
-                     if "openblas" in line.lower()}
+        libraries = sorted({line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+                            if "openblas" in line.lower()})
     except OSError:
-        return None
+        return {}
+    previous = {}
     for library in libraries:
         blas = ctypes.CDLL(library)
-        for suffix in ("", "64_", "_64"):  # plain, and numpy's scipy_openblas64_ builds
-            for prefix in ("openblas", "scipy_openblas"):
-                get = getattr(blas, f"{prefix}_get_num_threads{suffix}", None)
-                set_ = getattr(blas, f"{prefix}_set_num_threads{suffix}", None)
-                if get and set_:
-                    previous = get()
-                    set_(count)
-                    return previous
-    return None
+        names = [(f"{prefix}_get_num_threads{suffix}", f"{prefix}_set_num_threads{suffix}")
+                 for prefix in ("openblas", "scipy_openblas") for suffix in ("", "64_", "_64")]
+        for get, set_ in names:
+            if hasattr(blas, get) and hasattr(blas, set_):
+                previous[library] = getattr(blas, get)()
+                getattr(blas, set_)(count.get(library, previous[library]) if isinstance(count, dict) else count)
+                break
+    return previous
 
 
 @contextmanager
@@ -93,8 +94,7 @@ def one_core():
         yield
     finally:
         cv2.setNumThreads(threads)
-        if blas:
-            set_blas_threads(blas)
+        set_blas_threads(blas)
         if cores:
             os.sched_setaffinity(0, cores)
 

@@ -85,9 +85,10 @@ def evaluate(model, root, layout, split, refs, report_path, as_json):
     click.echo(f"{report['dataset']}, {split} writers, model {report['model']}")
     click.echo("  R    EER    AUC    FRR  FAR-skilled  FAR-random  (at threshold "
                f"{report['calibration']['threshold']:.3f})")
+    percent = lambda value: "    -" if value is None else f"{100 * value:5.2f}"
     for r in report["results"]:
-        click.echo(f"{r['refs']:3d} {100 * r['eer']:5.2f}% {r['auc']:.4f} {100 * r['frr']:5.2f}%"
-                   f"      {100 * r['far_skilled']:5.2f}%      {100 * r['far_random']:5.2f}%"
+        click.echo(f"{r['refs']:3d} {percent(r['eer'])}% {r['auc']:.4f} {percent(r['frr'])}%"
+                   f"      {percent(r['far_skilled'])}%      {percent(r['far_random'])}%"
                    f"   ({r['writers']} writers, {r['genuine_queries']}+{r['skilled_queries']} queries)")
 
 
