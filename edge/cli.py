@@ -31,7 +31,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 EPILOG = """\b
 Exit codes: 0 match / ok, 1 no match, 2 error (one line on stderr: "error: ...").
-With --json every command prints one JSON document on stdout (see notes/cli.md).
+With --json every command prints one JSON document on stdout (README: "JSON shapes").
 """
 
 

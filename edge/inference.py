@@ -1,6 +1,6 @@
 """Load a model bundle and turn preprocessed signatures into embeddings.
 
-The bundle format is described in notes/bundle.md: a folder with manifest.json (checksums of
+The bundle format is described in the README ("Model bundle"): a folder with manifest.json (checksums of
 every file, input/output quantisation, calibration) and the .tflite models. The interpreter
 comes from ai_edge_litert, else tflite_runtime, else tensorflow.lite (last resort, with a
 warning). TensorFlow is never imported unless it is the only runtime left.

@@ -26,7 +26,7 @@ def cedar(writer: int, sample: int, kind: str = "original") -> Path:
 
 
 def write_bundle(folder: Path, int8_model: bytes, float_model: bytes, calibration: dict) -> Path:
-    """A bundle folder with manifest.json and sha256s as notes/bundle.md describes."""
+    """A bundle folder with manifest.json and sha256s as the README ("Model bundle") describes."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {"model_int8.tflite": int8_model, "model_float32.tflite": float_model}
     for name, content in files.items():
