@@ -10,9 +10,9 @@ import importlib
 _PUBLIC = {
     "load_model": "inference", "load_bundle": "inference", "Model": "inference", "Bundle": "inference",
     "open_store": "api", "embed_image": "api", "enroll": "api", "check": "api", "identify": "api",
-    "search": "api", "list_users": "api", "show_user": "api", "remove_user": "api",
+    "search": "api", "list_users": "api", "show_user": "api", "remove_user": "api", "unlock_user": "api",
     "export_enrolments": "api", "import_enrolments": "api", "info": "api",
-    "Enrolment": "api", "CheckResult": "api", "Candidate": "api",
+    "Enrolment": "api", "CheckResult": "api", "Candidate": "api", "UserLockedError": "errors",
     "Store": "store",
 }
 __all__ = sorted(_PUBLIC)

@@ -8,8 +8,10 @@
         result = check(model, store, "alice", "query.png")
         print(result.match, result.similarity)
 
-Images are paths, encoded bytes, or decoded uint8 arrays (from a camera or pad). Every bad
-input raises an EdgeVerifyError subclass with a one-line message, and leaves the store unchanged.
+Images are paths, encoded bytes, or decoded uint8 arrays (from a camera or pad). A user who
+fails `max_failed` checks in a row is locked out for `lockout_seconds` (UserLockedError) until
+the cool-down ends, or `unlock_user`. With EDGE_VERIFY_KEY_FILE (or EDGE_VERIFY_KEY) set,
+open_store encrypts the reference embeddings at rest (AES-256-GCM). Every bad input raises an EdgeVerifyError subclass with a one-line message, and leaves the store unchanged.
 """
 import base64
 import hashlib
@@ -23,23 +25,37 @@ from pathlib import Path
 import numpy as np
 
 from edge_verify.edge import scoring
-from edge_verify.edge.errors import EdgeVerifyError, ImageError, ModelError, StoreError
+from edge_verify.edge.errors import (EdgeVerifyError, ImageError, ModelError, StoreError, UserLockedError,
+                                     UnknownUserError)
 from edge_verify.edge.inference import Bundle, Model, load_bundle, load_model, runtime_version
 from edge_verify.edge.preprocess import PREPROCESS_VERSION, load_image, preprocess
-from edge_verify.edge.store import Gallery, Reference, Store, now
+from edge_verify.edge.store import (Gallery, Reference, Store, default_path, key_from_environment,
+                                     now)
 
 NEAR_IDENTICAL = 0.02       # references closer than this (embedding distance) are the same scan
 EXPORT_FORMAT = "edge-verify-enrolments/1"
 MAX_NAME_LENGTH = 100
 
+MAX_FAILED_CHECKS = 5       # failed checks in a row before a lockout (as the default profile)
+LOCKOUT_SECONDS = 300
+
 __all__ = ["load_model", "load_bundle", "open_store", "embed_image", "enroll", "check", "identify",
-           "search", "list_users", "show_user", "remove_user", "export_enrolments",
-           "import_enrolments", "info", "Enrolment", "CheckResult", "Candidate"]
+           "search", "list_users", "show_user", "remove_user", "unlock_user", "export_enrolments",
+           "import_enrolments", "info", "Enrolment", "CheckResult", "Candidate", "UserLockedError"]
 
 
-def open_store(path=None, **options) -> Store:
-    """Open (creating if needed) the store at `path`; default: the user's data folder."""
-    return Store(path, **options)
+
+
+def open_store(path=None, *, key: bytes | None = None, **options) -> Store:
+    """Open (creating if needed) the store at `path`; default: the user's data folder.
+
+    `key` (32 bytes) encrypts the references at rest; by default it is read from
+    EDGE_VERIFY_KEY_FILE or EDGE_VERIFY_KEY when one of them is set.
+    """
+    path = Path(path).expanduser() if path is not None else default_path()
+    if key is None:
+        key = key_from_environment(path)
+    return Store(path, key=key, **options)
 
 
 @dataclass
@@ -207,9 +223,22 @@ def require_same_model(user: str, fingerprint: str, preprocess_version: str, bun
 # ------------------------------------------------------------------ verify and identify
 
 
-def check(model: Model, store: Store, user: str, image, *, threshold: float | None = None) -> CheckResult:
-    """Verify one signature against a user's references (1:1) and log the result."""
+def check(model: Model, store: Store, user: str, image, *, threshold: float | None = None,
+          max_failed: int = MAX_FAILED_CHECKS, lockout_seconds: float = LOCKOUT_SECONDS) -> CheckResult:
+    """Verify one signature against a user's references (1:1) and log the result.
+
+    After `max_failed` failed checks in a row (0: never) the user is locked out for
+    `lockout_seconds`: their checks are refused (UserLockedError, logged as "locked") until the
+    cool-down ends or an operator calls unlock_user. A match resets the count.
+    """
     enrolled = store.user(check_user_name(user))
+    until = store.locked_until(enrolled.name)
+    if until is not None:
+        store.log_check(enrolled.name, "check", "locked", model_fingerprint=model.fingerprint)
+        raise UserLockedError(f"{enrolled.name} is locked out after too many failed checks, until "
+                              f"{until.isoformat(timespec='seconds')}; an operator can lift it: "
+                              f"edge-verify users unlock {shlex.quote(enrolled.name)}",
+                              enrolled.name, until)
     require_same_model(enrolled.name, enrolled.model_fingerprint, enrolled.preprocess_version,
                        model.bundle)
     embedding, _ = embed_image(model, image)
@@ -224,6 +253,10 @@ def check(model: Model, store: Store, user: str, image, *, threshold: float | No
     store.log_check(enrolled.name, "check", "match" if verdict.match else "no_match",
                     similarity=verdict.similarity, distance=verdict.distance,
                     threshold=verdict.threshold, model_fingerprint=model.fingerprint)
+    if verdict.match:
+        store.clear_failed_checks(enrolled.name)
+    else:
+        store.count_failed_check(enrolled.name, max_failed=max_failed, lockout_seconds=lockout_seconds)
     return CheckResult(enrolled.name, verdict.match, verdict.similarity, verdict.distance,
                        verdict.threshold, origin, len(enrolled.references))
 
@@ -294,6 +327,8 @@ def show_user(store: Store, user: str, bundle: Bundle | None = None, checks: int
                        for r in enrolled.references],
         "spread": scoring.reference_spread(embeddings),
         "latest_checks": store.checks(enrolled.name, limit=checks),
+        "failed_checks": store.failed_checks(enrolled.name),
+        "locked_until": _stamp(store.locked_until(enrolled.name)),
     }
     if bundle is not None:
         details["current_model"] = (enrolled.model_fingerprint == bundle.fingerprint
@@ -307,6 +342,23 @@ def show_user(store: Store, user: str, bundle: Bundle | None = None, checks: int
 def remove_user(store: Store, user: str) -> None:
     """Delete a user and their references; UnknownUserError if not enrolled."""
     store.remove_user(check_user_name(user))
+
+
+def unlock_user(store: Store, user: str) -> dict:
+    """Lift a user's lockout and forget their failed checks (an operator's action).
+
+    Returns {"user", "was_locked"}; UnknownUserError if the user is not enrolled.
+    """
+    name = check_user_name(user)
+    if not store.has_user(name):
+        raise UnknownUserError(f"unknown user {name!r}: not enrolled in {store.path}")
+    was_locked = store.locked_until(name) is not None
+    store.clear_failed_checks(name)
+    return {"user": name, "was_locked": was_locked}
+
+
+def _stamp(moment) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------ export / import
@@ -422,7 +474,8 @@ def info(model: Model, store: Store) -> dict:
                   "preprocess_version": bundle.preprocess_version,
                   "threshold": float(bundle.calibration["threshold"]),
                   "versions": bundle.manifest.get("versions", {})},
-        "store": {"path": str(store.path), "schema": store.schema_version(), **counts,
+        "store": {"path": str(store.path), "schema": store.schema_version(),
+                  "encryption": store.encryption, **counts,
                   "users_other_model": counts["users"] - by_model.get(bundle.fingerprint, 0)},
         "preprocess_version": PREPROCESS_VERSION,
     }

@@ -73,8 +73,9 @@ class Settings:
 
     def store(self):
         if "store" not in self._loaded:
-            from edge_verify.edge.store import Store
-            store = Store(self.db)
+            from edge_verify.edge.store import Store, default_path, key_from_environment
+            path = self.db if self.db is not None else default_path()
+            store = Store(path, key=key_from_environment(path))
             self._loaded["store"] = store
             click.get_current_context().call_on_close(store.close)
         return self._loaded["store"]
@@ -313,13 +314,18 @@ def check(settings, user, image, threshold, source, as_json):
 
     Prints the similarity (0..1), the distance to the references and the threshold used: the
     model's calibrated threshold adapted to the spread of the user's references, or --threshold.
+    After the profile's max_failed_checks failures in a row the user is locked out for
+    lockout_seconds (exit 2) unless an operator runs `users unlock USER`.
     """
     if image is None and (source or "file") == "file":
         raise click.UsageError("give the IMAGE to check (or --from camera|pad)")
     from edge_verify.edge import api
     [image] = captured(source, [image] if image else [])
+    security = click.get_current_context().meta["profile"]["security"]
     result = api.check(settings.load_model(), settings.store(), user, image,
-                       threshold=profile_threshold(threshold))
+                       threshold=profile_threshold(threshold),
+                       max_failed=security["max_failed_checks"],
+                       lockout_seconds=security["lockout_seconds"])
     relation = "<=" if result.match else ">"
     _emit(as_json, result.to_dict(),
           f"{'MATCH' if result.match else 'NO MATCH'}: {result.user}  similarity {result.similarity:.3f}  "
@@ -353,7 +359,7 @@ def identify(settings, image, top, as_json):
 
 @main.group(epilog=EPILOG)
 def users():
-    """List, show or remove enrolled users."""
+    """List, show, unlock or remove enrolled users."""
 
 
 @users.command("list", epilog=EPILOG)
@@ -390,6 +396,10 @@ def users_show(settings, user, as_json):
     lines += [f"  {r['source']}  {r['image_sha256'][:12]}  {r['captured_at']}" for r in details["references"]]
     lines += [f"outlier: {o['reference']} (distance {o['distance']:.3f} > {o['threshold']:.3f})"
               for o in details.get("outliers", [])]
+    if details["locked_until"]:
+        lines.append(f"locked out until {details['locked_until']} (edge-verify users unlock USER lifts it)")
+    elif details["failed_checks"]:
+        lines.append(f"failed checks in a row: {details['failed_checks']}")
     if details["latest_checks"]:
         lines.append("latest checks:")
         lines += [f"  {c['checked_at']}  {c['kind']:<8}  {c['result']:<8}  similarity {_number(c['similarity'])}"
@@ -406,6 +416,18 @@ def users_remove(settings, user, as_json):
     from edge_verify.edge import api
     api.remove_user(settings.store(), user)
     _emit(as_json, {"removed": user}, f"removed {user}")
+
+
+@users.command("unlock", epilog=EPILOG)
+@click.argument("user")
+@json_option
+@click.pass_obj
+def users_unlock(settings, user, as_json):
+    """Lift USER's lockout after too many failed checks, and reset their count of failures."""
+    from edge_verify.edge import api
+    result = api.unlock_user(settings.store(), user)
+    _emit(as_json, result, f"unlocked {result['user']}" if result["was_locked"]
+          else f"{result['user']} was not locked; failed checks reset")
 
 
 # ------------------------------------------------------------------ export / import / info
@@ -460,6 +482,7 @@ def info(settings, as_json):
         f"embedding {model['embedding_size']}, preprocessing {model['preprocess_version']}, "
         f"threshold {model['threshold']:.3f}",
         f"store: {store['path']} (schema {store['schema']})",
+        f"  encryption: {_encryption_text(store)}",
         f"  {store['users']} users, {store['references']} references, {store['checks']} checks logged"
         + (f", {store['users_other_model']} users enrolled with another model"
            if store["users_other_model"] else ""),
@@ -469,6 +492,18 @@ def info(settings, as_json):
     details["profile"] = {"name": meta["profile_name"], "settings": meta["profile"]}
     text += f"\nprofile: {meta['profile_name']}\n" + describe_profile(meta["profile"])
     _emit(as_json, details, text)
+
+
+def _encryption_text(store: dict) -> str:
+    encrypted, plain = store["encrypted_references"], store["references"] - store["encrypted_references"]
+    if store["encryption"] == "none":
+        text = ("none: references are stored unencrypted (set EDGE_VERIFY_KEY_FILE to a key file "
+                "outside the store's folder to encrypt them)")
+        return text + (f"; {encrypted} references are encrypted and cannot be read without the key"
+                       if encrypted else "")
+    text = f"aes-256-gcm ({encrypted} of {store['references']} references encrypted)"
+    return text + (f"; {plain} enrolled before the key was set are unencrypted (re-enroll them "
+                   "with --replace)" if plain else "")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,14 @@ class UnknownUserError(StoreError):
     """The user named is not enrolled."""
 
 
+class UserLockedError(StoreError):
+    """A check was refused: the user failed too many checks in a row and is locked out."""
+
+    def __init__(self, message: str, user: str, until):
+        super().__init__(message)
+        self.user, self.until = user, until
+
+
 class ProfileError(EdgeVerifyError):
     """A device profile is missing or invalid."""
 

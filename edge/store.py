@@ -2,18 +2,23 @@
 
 Tables: users (with the model fingerprint and preprocessing version their references were made
 with), embeddings (one row per reference: float32 vector, image hash, capture source, time) and
-checks (the audit log: user, time, kind, result, score; never images). Every write is one short
-transaction, so a user is either fully enrolled or absent. The schema is versioned with
-PRAGMA user_version and the ordered MIGRATIONS below; never edit a migration, append one.
+checks (the audit log: user, time, kind, result, score; never images) and lockouts (failed checks
+in a row, and until when a user is locked). Every write is one short transaction, so a user is
+either fully enrolled or absent. The schema is versioned with PRAGMA user_version and the ordered
+MIGRATIONS below; never edit a migration, append one.
 
-Embedding rows carry a `codec`: "f32le" is a plain little-endian float32 vector. A later codec
-(e.g. AES-GCM encrypted vectors) can be added without changing the table.
+Embedding rows carry a `codec`: "f32le" is a plain little-endian float32 vector; "aesgcm-f32le"
+is that vector encrypted with AES-256-GCM (blob = 12-byte random nonce + ciphertext + tag), with
+user name, reference id and model fingerprint as associated data, so a changed or swapped row
+fails authentication. The key is given to Store (see key_from_environment); never kept in the store.
 """
+import base64
+import binascii
 import os
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +29,11 @@ APP_NAME = "edge-verify"
 DB_NAME = "store.sqlite3"
 BUSY_TIMEOUT_S = 5.0
 PLAIN = "f32le"
+ENCRYPTED = "aesgcm-f32le"
+KEY_ENV = "EDGE_VERIFY_KEY"             # the key as 64 hex digits
+KEY_FILE_ENV = "EDGE_VERIFY_KEY_FILE"   # a file holding the 32 key bytes (raw, hex or base64)
+KEY_SIZE = 32
+NONCE_SIZE = 12
 
 MIGRATIONS = [
     # 1: the first schema
@@ -58,6 +68,14 @@ MIGRATIONS = [
         checked_at TEXT NOT NULL
     );
     CREATE INDEX checks_by_user ON checks(user, checked_at);
+    """,
+    # 2: brute-force lockout (failed checks in a row per user)
+    """
+    CREATE TABLE lockouts (
+        user TEXT PRIMARY KEY,
+        failed_checks INTEGER NOT NULL DEFAULT 0,
+        locked_until TEXT
+    );
     """,
 ]
 
@@ -95,8 +113,13 @@ class Gallery:
     counts: np.ndarray          # number of rows of each user
 
 
+def clock() -> datetime:
+    """The current time (UTC); tests may replace it."""
+    return datetime.now(timezone.utc)
+
+
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return clock().isoformat(timespec="seconds")
 
 
 def default_path(data_dir=None) -> Path:
@@ -110,10 +133,20 @@ def default_path(data_dir=None) -> Path:
 class Store:
     """An open store. Use as a context manager, or call close()."""
 
-    def __init__(self, path=None, *, timeout: float | None = None):
-        """Open (creating if needed) the store; waits up to `timeout` s (BUSY_TIMEOUT_S) for a lock."""
+    def __init__(self, path=None, *, timeout: float | None = None, key: bytes | None = None):
+        """Open (creating if needed) the store; waits up to `timeout` s (BUSY_TIMEOUT_S) for a lock.
+
+        With a 32-byte `key`, new references are stored encrypted (AES-256-GCM) and encrypted
+        ones can be read; without it, references are stored in the clear.
+        """
         timeout = BUSY_TIMEOUT_S if timeout is None else timeout
         self.path = Path(path).expanduser() if path is not None else default_path()
+        self._cipher = None
+        if key is not None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            if len(key) != KEY_SIZE:
+                raise StoreError(f"the encryption key must be {KEY_SIZE} bytes, not {len(key)}")
+            self._cipher = AESGCM(bytes(key))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -251,11 +284,14 @@ class Store:
                 "INSERT INTO users (name, model_fingerprint, preprocess_version, created_at, "
                 "updated_at) VALUES (?, ?, ?, ?, ?)",
                 (name, model_fingerprint, preprocess_version, stamp, stamp)).lastrowid
+        next_id = self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM embeddings").fetchone()[0]
+        rows = []
+        for reference_id, r in enumerate(references, start=next_id):
+            codec, blob = self._encode(r.embedding, name, reference_id, model_fingerprint)
+            rows.append((reference_id, user_id, codec, blob, r.image_sha256, r.source, r.captured_at))
         self._db.executemany(
-            "INSERT INTO embeddings (user_id, codec, vector, image_sha256, source, captured_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [(user_id, PLAIN, _encode(r.embedding), r.image_sha256, r.source, r.captured_at)
-             for r in references])
+            "INSERT INTO embeddings (id, user_id, codec, vector, image_sha256, source, captured_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         return self._db.execute("SELECT COUNT(*) FROM embeddings WHERE user_id = ?",
                                 (user_id,)).fetchone()[0]
 
@@ -267,11 +303,17 @@ class Store:
                                    (name,)).fetchone()
             if row is None:
                 raise UnknownUserError(f"unknown user {name!r}: not enrolled in {self.path}")
-            rows = self._db.execute("SELECT codec, vector, image_sha256, source, captured_at "
-                                    "FROM embeddings WHERE user_id = ? ORDER BY id", (row[0],))
-            references = [Reference(_decode(codec, blob), sha, source, at)
-                          for codec, blob, sha, source, at in rows]
+            rows = self._db.execute("SELECT id, codec, vector, image_sha256, source, captured_at "
+                                    "FROM embeddings WHERE user_id = ? ORDER BY id",
+                                    (row[0],)).fetchall()
+        references = [Reference(self._decode(codec, blob, row[1], reference_id, row[2]), sha, source, at)
+                      for reference_id, codec, blob, sha, source, at in rows]
         return User(*row[1:], references)
+
+    def has_user(self, name: str) -> bool:
+        """Whether `name` is enrolled (without reading the references)."""
+        with self._errors():
+            return self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
 
     def users(self) -> list[dict]:
         """Every user: name, model_fingerprint, preprocess_version, references, created_at, updated_at."""
@@ -288,20 +330,22 @@ class Store:
         with self._transaction():
             if self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
                 raise UnknownUserError(f"unknown user {name!r}: not enrolled in {self.path}")
+            self._db.execute("DELETE FROM lockouts WHERE user = ?", (name,))
 
     def gallery(self, model_fingerprint: str) -> Gallery:
         """Every reference of the users enrolled with this model, as one matrix for 1:N search."""
         with self._errors():
             rows = self._db.execute(
-                "SELECT u.id, u.name, e.codec, e.vector FROM users u "
+                "SELECT u.id, u.name, e.codec, e.vector, e.id FROM users u "
                 "JOIN embeddings e ON e.user_id = u.id "
                 "WHERE u.model_fingerprint = ? ORDER BY u.id, e.id", (model_fingerprint,)).fetchall()
         if not rows:
             return Gallery([], np.zeros((0, 0), np.float32), np.zeros(0, int), np.zeros(0, int))
         if all(row[2] == PLAIN for row in rows):
             matrix = np.frombuffer(b"".join(row[3] for row in rows), "<f4").reshape(len(rows), -1)
-        else:
-            matrix = np.stack([_decode(codec, blob) for _, _, codec, blob in rows])
+        else:  # decrypted once here, so a 1:N search runs on the plain matrix
+            matrix = np.stack([self._decode(codec, blob, name, reference_id, model_fingerprint)
+                               for _, name, codec, blob, reference_id in rows])
         ids = np.fromiter((row[0] for row in rows), np.int64, len(rows))
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
         counts = np.diff(np.r_[starts, len(rows)])
@@ -315,13 +359,96 @@ class Store:
             checks = self._db.execute("SELECT COUNT(*) FROM checks").fetchone()[0]
             models = dict(self._db.execute("SELECT model_fingerprint, COUNT(*) FROM users "
                                            "GROUP BY model_fingerprint").fetchall())
-        return {"users": users, "references": references, "checks": checks, "users_by_model": models}
+            encrypted = self._db.execute("SELECT COUNT(*) FROM embeddings WHERE codec = ?",
+                                         (ENCRYPTED,)).fetchone()[0]
+        return {"users": users, "references": references, "encrypted_references": encrypted,
+                "checks": checks, "users_by_model": models}
+
+    # ------------------------------------------------------------ encryption at rest
+
+    @property
+    def encryption(self) -> str:
+        """How new references are stored: "aes-256-gcm" (a key is set) or "none"."""
+        return "none" if self._cipher is None else "aes-256-gcm"
+
+    def _encode(self, embedding, user: str, reference_id: int, model_fingerprint: str):
+        """(codec, blob) of one reference: encrypted when the store has a key."""
+        plain = np.asarray(embedding, "<f4").tobytes()
+        if self._cipher is None:
+            return PLAIN, plain
+        nonce = os.urandom(NONCE_SIZE)
+        associated = _associated_data(user, reference_id, model_fingerprint)
+        return ENCRYPTED, nonce + self._cipher.encrypt(nonce, plain, associated)
+
+    def _decode(self, codec: str, blob: bytes, user: str, reference_id: int,
+                model_fingerprint: str) -> np.ndarray:
+        if codec == PLAIN:
+            return np.frombuffer(blob, "<f4").astype(np.float32)
+        if codec != ENCRYPTED:
+            raise StoreError(f"reference {reference_id} of user {user} uses codec {codec!r}, "
+                             "which this edge-verify cannot read")
+        if self._cipher is None:
+            raise StoreError(f"the references in {self.path} are encrypted and no key is set: "
+                             f"set {KEY_FILE_ENV} (a key file) or {KEY_ENV} (hex)")
+        from cryptography.exceptions import InvalidTag
+        try:
+            plain = self._cipher.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:],
+                                         _associated_data(user, reference_id, model_fingerprint))
+        except InvalidTag:
+            raise StoreError(f"reference {reference_id} of user {user} failed authentication: "
+                             "the store was tampered with or the key is wrong") from None
+        return np.frombuffer(plain, "<f4").astype(np.float32)
+
+    # ------------------------------------------------------------ brute-force lockout
+
+    def locked_until(self, user: str) -> datetime | None:
+        """Until when `user` is locked out, or None when checks are allowed now."""
+        with self._errors():
+            row = self._db.execute("SELECT locked_until FROM lockouts WHERE user = ?",
+                                   (user,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        until = datetime.fromisoformat(row[0])
+        return until if until > clock() else None
+
+    def count_failed_check(self, user: str, *, max_failed: int, lockout_seconds: float) -> datetime | None:
+        """Count one failed check of `user`; lock them when it is the max_failed-th in a row.
+
+        Returns until when the user is now locked (None if not). max_failed 0 never locks.
+        Locking starts the count again, so after the cool-down the user has max_failed tries.
+        """
+        with self._transaction():
+            row = self._db.execute("SELECT failed_checks FROM lockouts WHERE user = ?",
+                                   (user,)).fetchone()
+            failed = (row[0] if row else 0) + 1
+            until = None
+            if max_failed > 0 and failed >= max_failed:
+                until, failed = clock() + timedelta(seconds=lockout_seconds), 0
+            self._db.execute(
+                "INSERT INTO lockouts (user, failed_checks, locked_until) VALUES (?, ?, ?) "
+                "ON CONFLICT(user) DO UPDATE SET failed_checks = excluded.failed_checks, "
+                "locked_until = excluded.locked_until",
+                (user, failed, until.isoformat(timespec="milliseconds") if until else None))
+        return until
+
+    def clear_failed_checks(self, user: str) -> bool:
+        """Forget `user`'s failed checks and lift any lockout; True if there was something to forget."""
+        with self._transaction():
+            return self._db.execute("DELETE FROM lockouts WHERE user = ?", (user,)).rowcount > 0
+
+    def failed_checks(self, user: str) -> int:
+        """Failed checks of `user` in a row since the last match, unlock or lockout."""
+        with self._errors():
+            row = self._db.execute("SELECT failed_checks FROM lockouts WHERE user = ?",
+                                   (user,)).fetchone()
+        return row[0] if row else 0
 
     # ------------------------------------------------------------ audit log
 
     def log_check(self, user: str, kind: str, result: str, *, similarity=None, distance=None,
                   threshold=None, model_fingerprint: str) -> None:
-        """Append one line to the audit log (kind "check" or "identify"; result "match"/"no_match")."""
+        """Append one line to the audit log (kind "check" or "identify"; result "match", "no_match"
+        or "locked": a check refused because the user is locked out)."""
         with self._transaction():
             self._db.execute(
                 "INSERT INTO checks (user, kind, result, similarity, distance, threshold, "
@@ -342,11 +469,54 @@ class Store:
         return [dict(zip(keys, row)) for row in rows]
 
 
-def _encode(embedding: np.ndarray) -> bytes:
-    return np.asarray(embedding, "<f4").tobytes()
+
+def _associated_data(user: str, reference_id: int, model_fingerprint: str) -> bytes:
+    """What an encrypted reference is bound to: moving it to another row or user breaks it."""
+    return f"edge-verify\0{user}\0{reference_id}\0{model_fingerprint}".encode()
 
 
-def _decode(codec: str, blob: bytes) -> np.ndarray:
-    if codec != PLAIN:
-        raise StoreError(f"a stored embedding uses codec {codec!r}, which this edge-verify cannot read")
-    return np.frombuffer(blob, "<f4").astype(np.float32)
+def key_from_environment(store_path, environ=os.environ) -> bytes | None:
+    """The encryption key from EDGE_VERIFY_KEY (hex) or EDGE_VERIFY_KEY_FILE, or None if neither is set.
+
+    The key file holds 32 random bytes (raw, hex or base64) and must not lie in the store's
+    folder: a key kept beside the data it protects protects nothing.
+    """
+    text, file = environ.get(KEY_ENV, "").strip(), environ.get(KEY_FILE_ENV, "").strip()
+    if text and file:
+        raise StoreError(f"set {KEY_ENV} or {KEY_FILE_ENV}, not both")
+    if text:
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != KEY_SIZE:
+            raise StoreError(f"{KEY_ENV} must be {KEY_SIZE} bytes written as {2 * KEY_SIZE} hex digits")
+        return key
+    if not file:
+        return None
+    path = Path(file).expanduser().resolve()
+    folder = Path(store_path).expanduser().resolve().parent
+    if path.is_relative_to(folder):
+        raise StoreError(f"the key file {path} is in the store's folder {folder}: keep the key "
+                         "away from the database (another volume, or /run/keys)")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise StoreError(f"cannot read the key file {path}: {error.strerror or error}") from None
+    return _parse_key(data, path)
+
+
+def _parse_key(data: bytes, path) -> bytes:
+    """32 raw bytes, or their hex or base64 text."""
+    if len(data) == KEY_SIZE:
+        return data
+    text = data.strip()
+    for decode in (bytes.fromhex, lambda t: base64.b64decode(t, validate=True)):
+        try:
+            key = decode(text.decode("ascii"))
+        except (ValueError, UnicodeDecodeError, binascii.Error):
+            continue
+        if len(key) == KEY_SIZE:
+            return key
+    raise StoreError(f"the key file {path} must hold {KEY_SIZE} random bytes (raw, hex or base64), "
+                     f"e.g. made with: head -c {KEY_SIZE} /dev/urandom > KEYFILE")
