@@ -89,7 +89,7 @@ def load_bundle(path=None) -> Bundle:
         raise ModelError(f"cannot read {manifest_path}: {error.strerror or error}") from None
     try:
         manifest = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # also bad UTF-8, numbers over 4300 digits, nesting too deep
         raise ModelError(f"{manifest_path} is damaged: not valid JSON") from None
     _check_manifest(manifest, manifest_path)
     return Bundle(folder, manifest, hashlib.sha256(raw).hexdigest())
@@ -106,7 +106,7 @@ def _check_manifest(manifest, where) -> None:
         float(manifest["calibration"]["threshold"])
         files = manifest["files"]
         version = manifest["preprocess_version"]
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OverflowError) as error:  # OverflowError: int(Infinity)
         raise ModelError(f"{where}: incomplete manifest ({error!s} missing or invalid)") from None
     if not isinstance(files, dict) or MODEL_FILES["int8"] not in files:
         raise ModelError(f"{where}: the manifest lists no {MODEL_FILES['int8']}")

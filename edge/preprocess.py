@@ -122,7 +122,7 @@ def _shrink(grey: np.ndarray) -> np.ndarray:
     scale = WORK_SIDE / max(height, width)
     if scale >= 1:
         return grey
-    return cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(grey, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
 
 
 def _fit(crop: np.ndarray, size) -> np.ndarray:

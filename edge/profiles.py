@@ -200,9 +200,16 @@ def _check_consistency(settings: dict, path) -> None:
 def _resolve_paths(settings: dict, profile_path: Path) -> None:
     """Expand "~", make relative paths relative to the profile file, check the model folder exists."""
     runtime, store = settings["runtime"], settings["store"]
+    for section, key in (("runtime", "model"), ("store", "data_dir")):
+        if "\0" in settings[section][key]:
+            raise ProfileError(f"{profile_path}: [{section}] {key}: a path cannot contain a NUL character")
     if runtime["model"] != "default":
         model = _absolute(runtime["model"], profile_path)
-        if not (model / "manifest.json").is_file():
+        try:
+            is_bundle = (model / "manifest.json").is_file()
+        except OSError:  # e.g. a name too long for the file system
+            is_bundle = False
+        if not is_bundle:
             raise ProfileError(f"{profile_path}: [runtime] model: expected \"default\" or a model "
                                f"bundle folder with a manifest.json, got {str(model)!r}")
         runtime["model"] = str(model)

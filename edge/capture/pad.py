@@ -19,6 +19,7 @@ from edge_verify.edge.errors import CaptureError
 
 DEFAULT_PRESSURE = 0.5
 MAX_COORDINATE = 1_000_000      # larger |x| or |y| is not a pad coordinate
+MIN_EXTENT = 1e-6               # samples spread over less than this (pad units) are one spot
 LONG_SIDE = 512                 # px: the ink's long side, as in a 300 dpi scan of a signature
 STROKE_WIDTH = 3.5              # px at pressure 0.5 (CEDAR scans: about 3.5 px on a ~500 px signature)
 MARGIN = 24                     # px of white around the ink
@@ -88,7 +89,7 @@ def read_strokes(lines, fmt: str = "jsonl", name: str = "stroke stream") -> list
     if not strokes:
         raise CaptureError(f"{name} has no pen strokes")
     points = np.concatenate(strokes)
-    if np.ptp(points[:, 0]) == 0 and np.ptp(points[:, 1]) == 0:
+    if np.ptp(points[:, :2], axis=0).max() < MIN_EXTENT:
         raise CaptureError(f"{name}: every sample is at the same spot, not a signature")
     return strokes
 
@@ -100,7 +101,7 @@ def _jsonl_records(lines, name):
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also numbers over 4300 digits, nesting too deep
             raise CaptureError(f"{name} line {number}: not a JSON object: {line[:60]!r}") from None
         if not isinstance(record, dict):
             raise CaptureError(f"{name} line {number}: not a JSON object: {line[:60]!r}")
@@ -115,7 +116,10 @@ def _csv_records(lines, name):
         line = _text(line, name, number).strip()
         if not line:
             continue
-        cells = [cell.strip() for cell in next(csv.reader([line]))]
+        try:
+            cells = [cell.strip() for cell in next(csv.reader([line]))]
+        except csv.Error as error:  # a field over csv.field_size_limit(), a stray carriage return
+            raise CaptureError(f"{name} line {number}: not CSV: {error}") from None
         if header is None:
             header = [cell.lower() for cell in cells]
             if "x" not in header or "y" not in header:
@@ -153,9 +157,13 @@ def _number(record: dict, key: str, where: str, default=None) -> float:
             raise CaptureError(f"{where}: {key} is not a number: {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CaptureError(f"{where}: {key} is not a number: {value!r}")
+    try:
+        value = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise CaptureError(f"{where}: {key} is not a finite number: too large") from None
     if not math.isfinite(value):
         raise CaptureError(f"{where}: {key} is not a finite number: {value!r}")
-    return float(value)
+    return value
 
 
 def render_strokes(strokes: list[np.ndarray], long_side: int = LONG_SIDE) -> np.ndarray:
