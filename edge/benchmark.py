@@ -175,7 +175,7 @@ def bench_check(model, references, query: bytes, repeats: int = 50) -> dict:
                                               embeddings, calibration)
             return {"check_ms": statistics.median(timings_ms(pipeline, repeats)),
                     "api_check_ms": statistics.median(timings_ms(
-                        lambda: api.check(model, store, "writer", query), repeats))}
+                        lambda: api.check(model, store, "writer", query, max_failed=0), repeats))}
 
 
 def cli_command(bundle=None) -> list[str]:
@@ -204,16 +204,19 @@ def run_measured(command: list[str]) -> tuple[float, float, int]:
 def bench_cli_check(model, references, query: bytes, runs: int = 10) -> dict:
     """Median wall seconds and peak memory (MB) of `edge-verify check` as a fresh process, one core.
 
-    The user is enrolled in process first; one untimed run warms the disk cache.
+    The user is enrolled in process first; one untimed run warms the disk cache. The profile
+    turns the lockout off: repeated NO MATCH results would otherwise lock the user.
     """
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "store.sqlite3"
+        profile = Path(folder) / "bench.toml"
+        profile.write_text("[security]\nmax_failed_checks = 0\n")
         with Store(db) as store:
             api.enroll(model, store, "writer", references)
         image = Path(folder) / "query.jpg"
         image.write_bytes(query)
-        command = cli_command(model.bundle.path) + ["--db", str(db), "--threads", "1",
-                                                    "check", "writer", str(image)]
+        command = cli_command(model.bundle.path) + ["--db", str(db), "--threads", "1", "--profile",
+                                                    str(profile), "check", "writer", str(image)]
         with one_core():
             measured = [run_measured(command) for _ in range(runs + 1)][1:]
     return {"cli_check_s": statistics.median(m[0] for m in measured),
