@@ -11,9 +11,7 @@ when they disagree (median cosine < 0.99, or int8 EER more than 0.5 points worse
 The operating threshold is calibrated on validation writers with the int8 model, which is
 what the device runs.
 """
-import hashlib
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from edge_verify.edge.inference import BUNDLE_FORMAT, load_model
 from edge_verify.edge.preprocess import PREPROCESS_VERSION
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.datasets import read_signatures, select_split
+from edge_verify.training.embedders import sha256_of
 from edge_verify.training.evaluate import calibrate, evaluate_embeddings
 
 MIN_COSINE = 0.99
@@ -32,10 +31,6 @@ CALIBRATION_IMAGES = 300
 
 class AccuracyGuardError(Exception):
     """The int8 model is measurably worse than the float one."""
-
-
-def sha256_of(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def export_saved_model(tower, directory):
@@ -73,8 +68,8 @@ def tflite_model(saved_model_dir, kind, representative_images=None) -> bytes:
     return converter.convert()
 
 
-def spread_over_writers(signatures, count, seed=0):
-    """About `count` signatures spread evenly over writers and over genuine/forged."""
+def random_sample(signatures, count, seed=0):
+    """`count` signatures drawn at random (all when there are fewer), kept in their order."""
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(signatures))[:count]
     return [signatures[i] for i in sorted(chosen)]
@@ -113,14 +108,13 @@ def convert(model_path, calib_dirs, out_dir, float16=False, force=False, onnx=Tr
     int8 calibration, their validation writers the accuracy guard and the threshold.
     """
     import keras
-    import tensorflow as tf
 
     from edge_verify.convert import edgetpu, onnx_export
 
     tower = keras.saving.load_model(model_path, compile=False)
     size = tuple(tower.input_shape[1:3])
     signatures = [s for root, layout in calib_dirs for s in read_signatures(root, layout)]
-    calibration_set = spread_over_writers(select_split(signatures, "train"), CALIBRATION_IMAGES, seed)
+    calibration_set = random_sample(select_split(signatures, "train"), CALIBRATION_IMAGES, seed)
     val_set = select_split(signatures, "val")
     representative = to_model_input(preprocessed_images(calibration_set, size))
     val_images = to_model_input(preprocessed_images(val_set, size))
