@@ -26,12 +26,6 @@ def writers_of(signatures):
     return dict(sorted(groups.items()))
 
 
-def adapted_distance(query, references, calibration):
-    """The distance `check` compares with the bundle threshold, after per-user adaptation."""
-    shift = scoring.user_threshold(references, calibration) - float(calibration["threshold"])
-    return scoring.user_distance(query, references) - shift
-
-
 def protocol_scores(signatures, embeddings, refs, calibration=UNCALIBRATED):
     """Adapted distances of the genuine, skilled-forgery and random-forgery queries, per writer."""
     writers = writers_of(signatures)
@@ -43,8 +37,10 @@ def protocol_scores(signatures, embeddings, refs, calibration=UNCALIBRATED):
         references = embeddings[genuine[:refs]]
         randoms = [g["genuine"][-1] for k, g in writers.items()
                    if k != key and k[0] == key[0] and g["genuine"]]
+        # check accepts when distance <= user threshold, i.e. distance - shift <= bundle threshold
+        shift = scoring.user_threshold(references, calibration) - float(calibration["threshold"])
         score = lambda indices: np.array(
-            [adapted_distance(embeddings[i], references, calibration) for i in indices], np.float64)
+            [scoring.user_distance(embeddings[i], references) - shift for i in indices], np.float64)
         scores[key] = {"genuine": score(genuine[refs:]), "skilled": score(group["forged"]),
                        "random": score(randoms), "spread": scoring.reference_spread(references)}
     return scores
