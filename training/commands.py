@@ -74,7 +74,7 @@ def evaluate(model, root, layout, split, refs, report_path, as_json):
         refs_list = tuple(int(r) for r in refs.split(","))
     except ValueError:
         raise click.BadParameter(f"{refs!r} is not a comma-separated list of numbers", param_hint="--refs")
-    if model is None or str(model).endswith(".keras"):
+    if model is not None and str(model).endswith(".keras"):  # bundles run on LiteRT alone
         need_tensorflow()
     report, scores = evaluate_model(model, root, layout, split, refs_list)
     if report_path:
