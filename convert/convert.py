@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_verify.edge.inference import BUNDLE_FORMAT, load_model
+from edge_verify.edge.inference import BUNDLE_FORMAT, MODEL_FILES
 from edge_verify.edge.preprocess import PREPROCESS_VERSION
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.datasets import read_signatures, select_split
-from edge_verify.training.embedders import sha256_of
+from edge_verify.training.embedders import load_embedder, sha256_of
 from edge_verify.training.evaluate import calibrate, evaluate_embeddings
 
 MIN_COSINE = 0.99
@@ -75,14 +75,10 @@ def random_sample(signatures, count, seed=0):
     return [signatures[i] for i in sorted(chosen)]
 
 
-def embed_all(model, images):
-    return np.stack([model.embed(image[..., 0]) for image in images])
-
-
 def accuracy_guard(bundle_dir, val_signatures, val_images):
     """Compare int8 and float32 embeddings of the validation writers (5 references)."""
-    int8 = embed_all(load_model(bundle_dir, variant="int8", threads=2), val_images)
-    float32 = embed_all(load_model(bundle_dir, variant="float32", threads=2), val_images)
+    int8 = load_embedder(Path(bundle_dir) / MODEL_FILES["int8"]).embed(val_images)
+    float32 = load_embedder(Path(bundle_dir) / MODEL_FILES["float32"]).embed(val_images)
     cosine = np.sum(int8 * float32, axis=1)
     [int8_result] = evaluate_embeddings(val_signatures, int8, refs_list=(5,))
     [float_result] = evaluate_embeddings(val_signatures, float32, refs_list=(5,))
