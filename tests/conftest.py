@@ -45,36 +45,27 @@ def write_bundle(folder: Path, int8_model: bytes, float_model: bytes, calibratio
     return folder
 
 
-def build_tiny_models(signatures: np.ndarray) -> tuple[bytes, bytes]:
-    """(int8 .tflite, float32 .tflite) of an untrained embedding network, seeded."""
+def build_tiny_models(signatures: np.ndarray, folder: Path) -> tuple[bytes, bytes]:
+    """(int8 .tflite, float32 .tflite) of an untrained, seeded embedding network, made by the
+    converter's own export and conversion steps."""
     import keras
-    import tensorflow as tf
+
+    from edge_verify.convert.convert import export_saved_model, tflite_model
 
     keras.utils.set_random_seed(0)
     height, width = INPUT_SIZE
-    model = keras.Sequential([
-        keras.Input((height, width, 1)),
-        keras.layers.Conv2D(8, 5, strides=4, activation="relu"),
-        keras.layers.AveragePooling2D(4),
-        keras.layers.Flatten(),
-        keras.layers.Dense(EMBEDDING_SIZE),
-        keras.layers.UnitNormalization(),
-    ])
-
-    def representative():
-        for signature in signatures:
-            yield [signature[None, :, :, None].astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    float_model = converter.convert()
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    image = keras.Input((height, width, 1))
+    x = keras.layers.Conv2D(8, 5, strides=4, activation="relu")(image)
+    x = keras.layers.AveragePooling2D(4)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(EMBEDDING_SIZE)(x)
+    tower = keras.Model(image, keras.layers.UnitNormalization(name="embedding")(x))
+    export_saved_model(tower, folder / "saved_model")
+    representative = signatures[..., None].astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected": they are
-        return converter.convert(), float_model
+        return (tflite_model(folder / "saved_model", "int8", representative),
+                tflite_model(folder / "saved_model", "float32"))
 
 
 TINY_CALIBRATION = {"threshold": 1.0, "alpha": 0.0, "reference_spread": 0.8}
@@ -87,7 +78,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
         pytest.skip(f"needs the CEDAR data set in {CEDAR}")
     samples = [cedar(writer, sample) for writer in (1, 2, 3, 4) for sample in (1, 2, 3)]
     signatures = np.stack([preprocess_file(path) for path in samples])
-    int8_model, float_model = build_tiny_models(signatures)
+    int8_model, float_model = build_tiny_models(signatures, tmp_path_factory.mktemp("tiny_tower"))
     return write_bundle(tmp_path_factory.mktemp("bundle") / "tiny", int8_model, float_model,
                         TINY_CALIBRATION)
 
