@@ -32,12 +32,18 @@ def masked_mean(values, mask):
 
 
 def contrastive_loss(embeddings, writers, genuine, margin=1.0):
-    """Hadsell, Chopra & LeCun (2006): pull positives together, push negatives past a margin."""
+    """Hadsell, Chopra & LeCun (2006): pull positives together, push negatives past a margin.
+
+    Skilled forgeries and other writers are pushed as two equal terms: in a batch the other
+    writers' signatures outnumber a writer's forgeries many times, and would drown them.
+    """
     positive, negative = pair_masks(writers, genuine)
+    skilled = negative & tf.equal(writers[:, None], writers[None, :])
+    random = negative & tf.logical_not(skilled)
     distance = pairwise_distances(embeddings)
     pull = masked_mean(tf.square(distance), positive)
-    push = masked_mean(tf.square(tf.nn.relu(margin - distance)), negative)
-    return pull + push
+    push = tf.square(tf.nn.relu(margin - distance))
+    return pull + 0.5 * (masked_mean(push, skilled) + masked_mean(push, random))
 
 
 def triplet_loss(embeddings, writers, genuine, margin=0.3, mining="hard"):

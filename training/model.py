@@ -3,7 +3,8 @@
 The tower maps one preprocessed signature (H, W, 1), ink high in [0, 1], to an L2-normalised
 embedding. It uses only layers that quantise to int8 and map onto the Coral Edge TPU:
 Conv2D, DepthwiseConv2D, BatchNormalization (folded at conversion), ReLU6, global average
-pooling, Dense and a unit normalisation (exported as the TFLite L2_NORMALIZATION op).
+pooling, Dense and a unit normalisation (which the device applies in float after the int8
+model: see convert.export_saved_model).
 """
 import keras
 from keras import layers
