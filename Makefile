@@ -26,7 +26,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed
-	$(BIN)/python -m edge_verify.edge.benchmark
+	$(BIN)/edge-verify bench $(if $(wildcard runs/koch/koch_head.keras),--baseline runs/koch)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -11,7 +11,9 @@
 Images are paths, encoded bytes, or decoded uint8 arrays (from a camera or pad). A user who
 fails `max_failed` checks in a row is locked out for `lockout_seconds` (UserLockedError) until
 the cool-down ends, or `unlock_user`. With EDGE_VERIFY_KEY_FILE (or EDGE_VERIFY_KEY) set,
-open_store encrypts the reference embeddings at rest (AES-256-GCM). Every bad input raises an EdgeVerifyError subclass with a one-line message, and leaves the store unchanged.
+open_store encrypts the reference embeddings at rest (AES-256-GCM), and export_enrolments
+encrypts its file with the same key. Every bad input raises an EdgeVerifyError subclass with a
+one-line message, and leaves the store unchanged.
 """
 import base64
 import hashlib
@@ -33,7 +35,8 @@ from edge_verify.edge.store import (Gallery, Reference, Store, default_path, key
                                      now)
 
 NEAR_IDENTICAL = 0.02       # references closer than this (embedding distance) are the same scan
-EXPORT_FORMAT = "edge-verify-enrolments/1"
+EXPORT_FORMAT = "edge-verify-enrolments/1"            # the users and their embeddings in the clear
+ENCRYPTED_EXPORT_FORMAT = "edge-verify-enrolments/2"  # the users sealed with the store's key
 MAX_NAME_LENGTH = 100
 
 MAX_FAILED_CHECKS = 5       # failed checks in a row before a lockout (as the default profile)
@@ -229,19 +232,33 @@ def check(model: Model, store: Store, user: str, image, *, threshold: float | No
 
     After `max_failed` failed checks in a row (0: never) the user is locked out for
     `lockout_seconds`: their checks are refused (UserLockedError, logged as "locked") until the
-    cool-down ends or an operator calls unlock_user. A match resets the count.
+    cool-down ends or an operator calls unlock_user. A match resets the count. The verdict, its
+    audit line and the count are one write transaction, so checks running at once in several
+    processes count exactly as one after the other: none is scored once the user is locked.
     """
     enrolled = store.user(check_user_name(user))
-    until = store.locked_until(enrolled.name)
-    if until is not None:
-        store.log_check(enrolled.name, "check", "locked", model_fingerprint=model.fingerprint)
-        raise UserLockedError(f"{enrolled.name} is locked out after too many failed checks, until "
-                              f"{until.isoformat(timespec='seconds')}; an operator can lift it: "
-                              f"edge-verify users unlock {shlex.quote(enrolled.name)}",
-                              enrolled.name, until)
-    require_same_model(enrolled.name, enrolled.model_fingerprint, enrolled.preprocess_version,
-                       model.bundle)
-    embedding, _ = embed_image(model, image)
+    until = store.locked_until(enrolled.name)  # a locked user's image is not even read
+    if until is None:
+        require_same_model(enrolled.name, enrolled.model_fingerprint, enrolled.preprocess_version,
+                           model.bundle)
+        embedding, _ = embed_image(model, image)
+        with store.transaction():
+            until = store.locked_until(enrolled.name)  # another check may have locked them meanwhile
+            if until is None:
+                return _verify_and_count(model, store, enrolled.name, embedding, threshold,
+                                         max_failed, lockout_seconds)
+    store.log_check(enrolled.name, "check", "locked", model_fingerprint=model.fingerprint)
+    raise UserLockedError(f"{enrolled.name} is locked out after too many failed checks, until "
+                          f"{until.isoformat(timespec='seconds')}; an operator can lift it: "
+                          f"edge-verify users unlock {shlex.quote(enrolled.name)}",
+                          enrolled.name, until)
+
+
+def _verify_and_count(model: Model, store: Store, name: str, embedding: np.ndarray, threshold,
+                      max_failed: int, lockout_seconds: float) -> CheckResult:
+    """The verdict against the references as stored now, logged, and counted for the lockout."""
+    enrolled = store.user(name)
+    require_same_model(name, enrolled.model_fingerprint, enrolled.preprocess_version, model.bundle)
     calibration = model.bundle.calibration
     verdict = scoring.verify(embedding, enrolled.embeddings, calibration, threshold=threshold)
     if threshold is not None:
@@ -250,14 +267,14 @@ def check(model: Model, store: Store, user: str, image, *, threshold: float | No
         origin = "calibrated"
     else:
         origin = "adapted"
-    store.log_check(enrolled.name, "check", "match" if verdict.match else "no_match",
+    store.log_check(name, "check", "match" if verdict.match else "no_match",
                     similarity=verdict.similarity, distance=verdict.distance,
                     threshold=verdict.threshold, model_fingerprint=model.fingerprint)
     if verdict.match:
-        store.clear_failed_checks(enrolled.name)
+        store.clear_failed_checks(name)
     else:
-        store.count_failed_check(enrolled.name, max_failed=max_failed, lockout_seconds=lockout_seconds)
-    return CheckResult(enrolled.name, verdict.match, verdict.similarity, verdict.distance,
+        store.count_failed_check(name, max_failed=max_failed, lockout_seconds=lockout_seconds)
+    return CheckResult(name, verdict.match, verdict.similarity, verdict.distance,
                        verdict.threshold, origin, len(enrolled.references))
 
 
@@ -364,12 +381,14 @@ def _stamp(moment) -> str | None:
 # ------------------------------------------------------------------ export / import
 
 
-def export_enrolments(store: Store, bundle: Bundle, path, users=None) -> dict:
+def export_enrolments(store: Store, bundle: Bundle, path, users=None, *, plain: bool = False) -> dict:
     """Write the enrolments made with `bundle` to a JSON file (to provision other devices).
 
     `users` names whom to export (default: everyone enrolled with this model; users of another
     model are skipped and listed in the result). The file carries the model fingerprint and
-    preprocessing version, and embeddings only (no images).
+    preprocessing version, and embeddings only (no images). When the store has a key, the users
+    and their embeddings are sealed with it (AES-256-GCM, format /2: only a device with the same
+    key can import them) unless `plain`; the result's "encryption" says which.
     """
     names = [check_user_name(u) for u in users] if users else [u["name"] for u in store.users()]
     exported, skipped = [], []
@@ -388,18 +407,27 @@ def export_enrolments(store: Store, bundle: Bundle, path, users=None) -> dict:
                             "image_sha256": r.image_sha256, "source": r.source,
                             "captured_at": r.captured_at} for r in enrolled.references],
         })
-    document = {"format": EXPORT_FORMAT, "model_fingerprint": bundle.fingerprint,
-                "preprocess_version": bundle.preprocess_version,
-                "embedding_size": bundle.embedding_size, "exported_at": now(), "users": exported}
+    encrypted = store.encryption != "none" and not plain
+    header = {"format": ENCRYPTED_EXPORT_FORMAT if encrypted else EXPORT_FORMAT,
+              "model_fingerprint": bundle.fingerprint, "preprocess_version": bundle.preprocess_version,
+              "embedding_size": bundle.embedding_size, "exported_at": now()}
+    if encrypted:
+        header["encryption"] = store.encryption
+        sealed = store.seal(json.dumps(exported).encode(), _export_associated_data(header))
+        document = {**header, "users": base64.b64encode(sealed).decode()}
+    else:
+        document = {**header, "users": exported}
     _write_atomically(Path(path), json.dumps(document, indent=1).encode())
     return {"path": str(path), "users": len(exported),
-            "references": sum(len(u["references"]) for u in exported), "skipped": skipped}
+            "references": sum(len(u["references"]) for u in exported), "skipped": skipped,
+            "encryption": store.encryption if encrypted else "none"}
 
 
 def import_enrolments(store: Store, bundle: Bundle, path, *, replace: bool = False) -> dict:
     """Add the users of an export file, all in one transaction (all imported, or none).
 
-    Refuses a file made with another model bundle or preprocessing version, and (unless
+    Refuses a file made with another model bundle or preprocessing version, an encrypted file
+    when the store's key is missing or is not the one it was exported with, and (unless
     `replace`) users that are already enrolled.
     """
     path = Path(path)
@@ -411,8 +439,10 @@ def import_enrolments(store: Store, bundle: Bundle, path, *, replace: bool = Fal
         raise EdgeVerifyError(f"cannot read {path}: {error.strerror or error}") from None
     except (ValueError, UnicodeDecodeError):
         raise EdgeVerifyError(f"{path} is not an edge-verify export (not valid JSON)") from None
-    if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
-        raise EdgeVerifyError(f"{path} is not an edge-verify export (expected format {EXPORT_FORMAT!r})")
+    formats = (EXPORT_FORMAT, ENCRYPTED_EXPORT_FORMAT)
+    if not isinstance(document, dict) or document.get("format") not in formats:
+        raise EdgeVerifyError(f"{path} is not an edge-verify export (expected format "
+                              f"{' or '.join(map(repr, formats))})")
     if (document.get("model_fingerprint"), document.get("preprocess_version")) != (
             bundle.fingerprint, bundle.preprocess_version):
         raise ModelError(f"{path} was exported with a different model (fingerprint "
@@ -421,7 +451,9 @@ def import_enrolments(store: Store, bundle: Bundle, path, *, replace: bool = Fal
                          "or enrol the users again here")
     enrolments = {}
     try:
-        for user in document["users"]:
+        users = (_unseal_users(store, path, document) if document["format"] == ENCRYPTED_EXPORT_FORMAT
+                 else document["users"])
+        for user in users:
             name = check_user_name(user["name"])
             if name in enrolments:
                 raise EdgeVerifyError(f"{path} lists {name} twice")
@@ -435,6 +467,25 @@ def import_enrolments(store: Store, bundle: Bundle, path, *, replace: bool = Fal
                          mode="replace" if replace else "new")
     return {"path": str(path), "users": len(enrolments),
             "references": sum(len(refs) for refs in enrolments.values())}
+
+
+def _unseal_users(store: Store, path: Path, document: dict) -> list:
+    """The users of an encrypted export, decrypted and authenticated with the store's key."""
+    if store.encryption == "none":
+        raise EdgeVerifyError(f"{path} is encrypted and no key is set: set EDGE_VERIFY_KEY_FILE "
+                              "(or EDGE_VERIFY_KEY) to the key of the device that exported it")
+    header = {key: value for key, value in document.items() if key != "users"}
+    plain = store.unseal(base64.b64decode(document["users"], validate=True),
+                         _export_associated_data(header))
+    if plain is None:
+        raise EdgeVerifyError(f"{path} cannot be decrypted: the key is not the one it was exported "
+                              "with, or the file was changed")
+    return json.loads(plain)
+
+
+def _export_associated_data(header: dict) -> bytes:
+    """What the sealed users of an export are bound to: every other field of the file."""
+    return json.dumps(header, sort_keys=True).encode()
 
 
 def _imported_reference(item: dict, size: int) -> Reference:
@@ -451,6 +502,8 @@ def _write_atomically(path: Path, content: bytes) -> None:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(handle, "wb") as file:
             file.write(content)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before it takes the name, even if the power fails
         os.replace(temporary, path)
     except OSError as error:
         if temporary is not None:

@@ -45,6 +45,7 @@ TARGETS = {
     "decode_ms": ("decode a 600x400 JPEG", "ms", None, "max"),
     "preprocess_ms": ("preprocess a 600x400 scan", "ms", None, "max"),
     "decode_and_preprocess_ms": ("decode + preprocess", "ms", None, "max"),
+    "embed_ms": ("embed one preprocessed signature", "ms", None, "max"),
     "check_ms": ("check in process: decode+preprocess+embed+score", "ms", 6.0, "max"),
     "api_check_ms": ("api.check (+ store read, audit log write)", "ms", None, "max"),
     "cli_check_s": ("`edge-verify check`, fresh process, wall", "s", 0.5, "max"),
@@ -133,6 +134,13 @@ def bench_preprocess(paths, repeats: int = 30, size=INPUT_SIZE) -> dict:
     }
 
 
+def bench_embed(embed, signatures, repeats: int = 30) -> float:
+    """Median ms, on one core, of embed(signature) over preprocessed signatures (H, W)."""
+    with one_core():
+        return statistics.median(t for signature in signatures
+                                 for t in timings_ms(lambda: embed(signature), repeats))
+
+
 def machine_facts() -> dict:
     """What the figures were measured on."""
     cpu = platform.processor() or platform.machine()
@@ -186,19 +194,30 @@ def cli_command(bundle=None) -> list[str]:
     return command + (["--model", str(bundle)] if bundle else [])
 
 
+# A child's peak RSS on Linux includes its parent's memory when it was forked (or vforked) from
+# it: the high-water mark survives exec. So a small, fresh Python starts the command and reports
+# the command's own figures: (wall seconds from spawn to exit, peak RSS, exit code).
+LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ,
+                      file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(command: list[str]) -> tuple[float, float, int]:
     """(wall seconds, peak memory MB, exit code) of one fresh process (os.wait4's rusage)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    error = process.stderr.read().decode(errors="replace").strip()
-    process.stderr.close()
-    if process.returncode not in (0, 1):  # 0 match, 1 no match, anything else failed
-        raise RuntimeError(f"{shlex.join(command)} failed ({process.returncode}): {error}")
-    kilobytes = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)  # macOS counts bytes
-    return wall, kilobytes / 1024, process.returncode
+    result = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True)
+    try:
+        wall, maxrss, code = result.stdout.split()
+    except ValueError:
+        raise RuntimeError(f"cannot measure {shlex.join(command)}: {result.stderr.strip()}") from None
+    if int(code) not in (0, 1):  # 0 match, 1 no match, anything else failed
+        raise RuntimeError(f"{shlex.join(command)} failed ({code}): {result.stderr.strip()}")
+    kilobytes = int(maxrss) / (1024 if sys.platform == "darwin" else 1)  # macOS counts bytes
+    return float(wall), kilobytes / 1024, int(code)
 
 
 def bench_cli_check(model, references, query: bytes, runs: int = 10) -> dict:
@@ -277,9 +296,11 @@ def run_benchmark(bundle=None, datasets=DATASETS, quick: bool = False) -> dict:
     size = model.bundle.embedding_size
     references = [datasets / sample for sample in REFERENCES]
     query = resized_jpeg(datasets / QUERY)
-    figures = bench_preprocess([resized_jpeg(datasets / sample) for sample in SAMPLES],
-                               repeats=5 if quick else 30)
+    samples = [resized_jpeg(datasets / sample) for sample in SAMPLES]
+    figures = bench_preprocess(samples, repeats=5 if quick else 30)
     del figures["images"], figures["repeats"]
+    figures["embed_ms"] = bench_embed(model.embed, [preprocess(load_image(s), model.input_size) for s in samples],
+                                      repeats=5 if quick else 30)
     figures.update(bench_check(model, references, query, repeats=20 if quick else 100))
     figures.update(bench_cli_check(model, references, query, runs=3 if quick else 10))
     figures.update(bench_identify(size, model.bundle.calibration, repeats=5 if quick else 30))

@@ -22,7 +22,7 @@ import click
 
 from edge_verify.convert.commands import convert
 from edge_verify.edge.errors import EdgeVerifyError
-from edge_verify.training.commands import evaluate, evaluate_omniglot, train
+from edge_verify.training.commands import bench, evaluate, evaluate_omniglot, train
 
 # OpenCV would print "[ WARN:0] ... input buffer is incomplete" next to our one-line error.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
@@ -155,7 +155,7 @@ def main(ctx, model, db, threads, delegate, profile):
                                     profile, ctx)
 
 
-WORKSTATION_COMMANDS = {"train", "evaluate", "evaluate-omniglot", "convert"}
+WORKSTATION_COMMANDS = {"train", "evaluate", "evaluate-omniglot", "convert", "bench"}
 
 
 def settings_from_profile(settings: "Settings", name, ctx) -> "Settings":
@@ -206,6 +206,7 @@ main.add_command(train)
 main.add_command(evaluate)
 main.add_command(evaluate_omniglot)
 main.add_command(convert)
+main.add_command(bench)
 
 
 # ------------------------------------------------------------------ enroll
@@ -436,18 +437,28 @@ def users_unlock(settings, user, as_json):
 @main.command("export", epilog=EPILOG)
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--user", "names", multiple=True, metavar="USER", help="Export only this user (repeatable).")
+@click.option("--plain", is_flag=True,
+              help="Write the embeddings unencrypted even though the store has a key.")
 @json_option
 @click.pass_obj
-def export_command(settings, path, names, as_json):
+def export_command(settings, path, names, plain, as_json):
     """Write enrolments to PATH (JSON: embeddings, no images) to provision other devices.
 
     The file carries the model fingerprint and preprocessing version; `import` on a device
-    with another model refuses it. Users enrolled with another model are skipped.
+    with another model refuses it. Users enrolled with another model are skipped. When the
+    store is encrypted (EDGE_VERIFY_KEY_FILE), the file is encrypted with the same key, and
+    only a device with that key can import it; --plain writes the embeddings in the clear.
     """
     from edge_verify.edge import api
-    summary = api.export_enrolments(settings.store(), settings.bundle(), path, names or None)
+    store = settings.store()
+    summary = api.export_enrolments(store, settings.bundle(), path, names or None, plain=plain)
     text = (f"exported {_count(summary['users'], 'user')} ({_count(summary['references'], 'reference')}) "
             f"to {path}")
+    if summary["encryption"] != "none":
+        text += f", encrypted with the store's key ({summary['encryption']})"
+    elif store.encryption != "none":
+        click.echo(f"warning: --plain: the embeddings in {path} are NOT encrypted; anyone with the "
+                   "file can read them", err=True)
     if summary["skipped"]:
         text += f"\nskipped (enrolled with another model): {', '.join(summary['skipped'])}"
     _emit(as_json, summary, text)
@@ -459,7 +470,10 @@ def export_command(settings, path, names, as_json):
 @json_option
 @click.pass_obj
 def import_command(settings, path, replace, as_json):
-    """Add the users of an export file: all of them, or none on any error."""
+    """Add the users of an export file: all of them, or none on any error.
+
+    An encrypted export needs the key it was made with (EDGE_VERIFY_KEY_FILE or EDGE_VERIFY_KEY).
+    """
     from edge_verify.edge import api
     summary = api.import_enrolments(settings.store(), settings.bundle(), path, replace=replace)
     _emit(as_json, summary, f"imported {_count(summary['users'], 'user')} "

@@ -87,7 +87,7 @@ def segment_ink(paper: np.ndarray) -> np.ndarray:
     joined to it are kept too (hysteresis), then border lines and small specks are removed.
     """
     otsu, _ = cv2.threshold(paper, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    strong = min(otsu, 255 * (1 - MIN_CONTRAST))
+    strong = min(max(otsu, int(paper.min()) + 1), 255 * (1 - MIN_CONTRAST))  # +1: pure 0/255 images (Otsu 0)
     mask = cv2.compare(paper, (strong + 255) / 2, cv2.CMP_LT)
     erase_edge_lines(mask)
     label_type = cv2.CV_16U if cv2.countNonZero(mask) < 65535 else cv2.CV_32S  # 16-bit labels are faster

@@ -3,14 +3,17 @@
 Tables: users (with the model fingerprint and preprocessing version their references were made
 with), embeddings (one row per reference: float32 vector, image hash, capture source, time) and
 checks (the audit log: user, time, kind, result, score; never images) and lockouts (failed checks
-in a row, and until when a user is locked). Every write is one short transaction, so a user is
-either fully enrolled or absent. The schema is versioned with PRAGMA user_version and the ordered
-MIGRATIONS below; never edit a migration, append one.
+in a row, and until when a user is locked). Every write is one short transaction (BEGIN
+IMMEDIATE: writers take turns, readers never wait), so a user is either fully enrolled or absent,
+even when the process is killed mid-write; Store.transaction() groups several steps into one.
+The schema is versioned with PRAGMA user_version and the ordered MIGRATIONS below; never edit a
+migration, append one.
 
 Embedding rows carry a `codec`: "f32le" is a plain little-endian float32 vector; "aesgcm-f32le"
 is that vector encrypted with AES-256-GCM (blob = 12-byte random nonce + ciphertext + tag), with
 user name, reference id and model fingerprint as associated data, so a changed or swapped row
 fails authentication. The key is given to Store (see key_from_environment); never kept in the store.
+Store.seal / Store.unseal encrypt other data (an export file) the same way.
 """
 import base64
 import binascii
@@ -187,7 +190,7 @@ class Store:
             raise StoreError(f"the store {self.path} was written by a newer edge-verify "
                              f"(schema {version}, this one knows {len(MIGRATIONS)}); upgrade edge-verify")
         for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self._transaction():
+            with self.transaction():
                 if self.schema_version() >= number:  # another process migrated meanwhile
                     continue
                 for statement in filter(str.strip, sql.split(";")):
@@ -222,8 +225,16 @@ class Store:
         return folder_ok and (not self.path.exists() or os.access(self.path, os.W_OK))
 
     @contextmanager
-    def _transaction(self):
-        """One short write transaction: everything in it is stored, or nothing."""
+    def transaction(self):
+        """One short write transaction: everything in it is stored, or nothing.
+
+        BEGIN IMMEDIATE takes the store's write lock first (waiting up to the timeout for other
+        writers), so what is read inside stays true until the commit: a read-then-write in it is
+        never lost to another process. Store methods called inside join it.
+        """
+        if self._db.in_transaction:
+            yield
+            return
         with self._errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -251,7 +262,7 @@ class Store:
         if mode not in ("new", "replace", "append"):
             raise ValueError(f"unknown mode {mode!r}")
         counts = {}
-        with self._transaction():
+        with self.transaction():
             for name, references in enrolments.items():
                 counts[name] = self._save(name, references, model_fingerprint, preprocess_version, mode)
         return counts
@@ -327,7 +338,7 @@ class Store:
 
     def remove_user(self, name: str) -> None:
         """Delete a user and their references (the audit log keeps its lines)."""
-        with self._transaction():
+        with self.transaction():
             if self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
                 raise UnknownUserError(f"unknown user {name!r}: not enrolled in {self.path}")
             self._db.execute("DELETE FROM lockouts WHERE user = ?", (name,))
@@ -371,14 +382,35 @@ class Store:
         """How new references are stored: "aes-256-gcm" (a key is set) or "none"."""
         return "none" if self._cipher is None else "aes-256-gcm"
 
+    def seal(self, data: bytes, associated: bytes) -> bytes:
+        """`data` encrypted and authenticated with the store's key (AES-256-GCM), bound to
+        `associated`: 12-byte random nonce + ciphertext + tag. StoreError without a key."""
+        if self._cipher is None:
+            raise StoreError("no encryption key is set: set "
+                             f"{KEY_FILE_ENV} (a key file) or {KEY_ENV} (hex)")
+        nonce = os.urandom(NONCE_SIZE)
+        return nonce + self._cipher.encrypt(nonce, data, associated)
+
+    def unseal(self, blob: bytes, associated: bytes) -> bytes | None:
+        """The data of a sealed `blob`, or None when it fails authentication (another key, another
+        `associated`, or a changed byte). StoreError without a key."""
+        from cryptography.exceptions import InvalidTag
+        if self._cipher is None:
+            raise StoreError("no encryption key is set: set "
+                             f"{KEY_FILE_ENV} (a key file) or {KEY_ENV} (hex)")
+        if len(blob) < NONCE_SIZE:
+            return None
+        try:
+            return self._cipher.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], associated)
+        except InvalidTag:
+            return None
+
     def _encode(self, embedding, user: str, reference_id: int, model_fingerprint: str):
         """(codec, blob) of one reference: encrypted when the store has a key."""
         plain = np.asarray(embedding, "<f4").tobytes()
         if self._cipher is None:
             return PLAIN, plain
-        nonce = os.urandom(NONCE_SIZE)
-        associated = _associated_data(user, reference_id, model_fingerprint)
-        return ENCRYPTED, nonce + self._cipher.encrypt(nonce, plain, associated)
+        return ENCRYPTED, self.seal(plain, _associated_data(user, reference_id, model_fingerprint))
 
     def _decode(self, codec: str, blob: bytes, user: str, reference_id: int,
                 model_fingerprint: str) -> np.ndarray:
@@ -390,13 +422,10 @@ class Store:
         if self._cipher is None:
             raise StoreError(f"the references in {self.path} are encrypted and no key is set: "
                              f"set {KEY_FILE_ENV} (a key file) or {KEY_ENV} (hex)")
-        from cryptography.exceptions import InvalidTag
-        try:
-            plain = self._cipher.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:],
-                                         _associated_data(user, reference_id, model_fingerprint))
-        except InvalidTag:
+        plain = self.unseal(blob, _associated_data(user, reference_id, model_fingerprint))
+        if plain is None:
             raise StoreError(f"reference {reference_id} of user {user} failed authentication: "
-                             "the store was tampered with or the key is wrong") from None
+                             "the store was tampered with or the key is wrong")
         return np.frombuffer(plain, "<f4").astype(np.float32)
 
     # ------------------------------------------------------------ brute-force lockout
@@ -417,7 +446,7 @@ class Store:
         Returns until when the user is now locked (None if not). max_failed 0 never locks.
         Locking starts the count again, so after the cool-down the user has max_failed tries.
         """
-        with self._transaction():
+        with self.transaction():
             row = self._db.execute("SELECT failed_checks FROM lockouts WHERE user = ?",
                                    (user,)).fetchone()
             failed = (row[0] if row else 0) + 1
@@ -433,7 +462,7 @@ class Store:
 
     def clear_failed_checks(self, user: str) -> bool:
         """Forget `user`'s failed checks and lift any lockout; True if there was something to forget."""
-        with self._transaction():
+        with self.transaction():
             return self._db.execute("DELETE FROM lockouts WHERE user = ?", (user,)).rowcount > 0
 
     def failed_checks(self, user: str) -> int:
@@ -449,7 +478,7 @@ class Store:
                   threshold=None, model_fingerprint: str) -> None:
         """Append one line to the audit log (kind "check" or "identify"; result "match", "no_match"
         or "locked": a check refused because the user is locked out)."""
-        with self._transaction():
+        with self.transaction():
             self._db.execute(
                 "INSERT INTO checks (user, kind, result, similarity, distance, threshold, "
                 "model_fingerprint, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from edge_verify.edge.errors import DatasetError
+from edge_verify.edge.preprocess import preprocess
 from edge_verify.training.omniglot import (
-    load_omniglot, load_one_shot_runs, pixel_similarity, score_one_shot,
+    load_omniglot, load_one_shot_runs, omniglot_training_set, pixel_similarity, sample_runs,
+    score_one_shot,
 )
 
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "omniglot"
@@ -61,3 +63,51 @@ def test_bad_files_raise_dataset_error(tmp_path):
         archive.writestr("run01/test/item01.png", b"")
     with pytest.raises(DatasetError, match="class_labels.txt"):
         load_one_shot_runs(tmp_path / "runs.zip")
+
+
+def small_background(folder, characters):
+    """The first `characters` characters of images_background, as an .npz of their own."""
+    images, labels = load_omniglot(OMNIGLOT / "images_background.npz")
+    path = folder / "images_background.npz"
+    np.savez(path, images=images[:characters], labels=labels[:characters])
+    return path, images[:characters]
+
+
+def test_training_set_holds_out_the_last_characters_preprocessed_as_the_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_VERIFY_CACHE", str(tmp_path / "cache"))
+    npz, raw = small_background(tmp_path, 26)
+    images, signatures, validation = omniglot_training_set(npz, (32, 32))
+    assert images.shape == (6 * 20, 32, 32) and images.dtype == np.uint8
+    assert validation.shape == (20, 20, 32, 32)  # never fewer than 20: one 20-way run
+    assert [s.writer for s in signatures] == [str(c) for c in range(6) for _ in range(20)]
+    assert all(s.genuine for s in signatures)
+    # The pixels are what evaluate-omniglot feeds the model for a run's PNG (ink 0 on white 255).
+    as_png = np.where(raw[4, 3], 255, 0).astype(np.uint8)
+    assert np.array_equal(images[4 * 20 + 3], np.round(preprocess(as_png, (32, 32)) * 255).astype(np.uint8))
+    as_png = np.where(raw[25, 19], 255, 0).astype(np.uint8)
+    assert np.array_equal(validation[19, 19], np.round(preprocess(as_png, (32, 32)) * 255).astype(np.uint8))
+    again, _, _ = omniglot_training_set(npz, (32, 32))  # from the cache
+    assert np.array_equal(again, images)
+
+
+def test_too_few_characters_to_validate(tmp_path):
+    npz, _ = small_background(tmp_path, 21)
+    with pytest.raises(DatasetError, match="at least 22"):
+        omniglot_training_set(npz, (32, 32))
+
+
+def test_sampled_runs_pair_two_drawers_of_20_consecutive_characters():
+    characters, drawers = 30, 20
+    items = 100 * np.arange(characters)[:, None] + np.arange(drawers)[None, :]  # 100 * character + drawer
+    runs = sample_runs(items, runs=50, seed=1)
+    assert len(runs) == 50
+    for run in runs:
+        train_characters, test_characters = run.train // 100, run.test // 100
+        assert np.array_equal(train_characters, test_characters[run.answers])
+        assert np.array_equal(np.diff(train_characters), np.ones(19))
+        assert np.all(run.train % 100 != run.test[run.answers] % 100)  # two different people
+    same_character = lambda test, train: (test[:, None] // 100 == train[None, :] // 100).astype(float)  # noqa: E731
+    assert score_one_shot(runs, same_character) == 100.0
+    assert [r.train.tolist() for r in sample_runs(items, runs=5, seed=1)] == [r.train.tolist() for r in runs[:5]]
+    with pytest.raises(ValueError, match="20 characters"):
+        sample_runs(items[:19])

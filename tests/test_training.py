@@ -112,3 +112,33 @@ def test_evaluate_writes_report_and_det_curve_for_a_keras_tower(small_dataset, e
         assert 0.0 <= r["eer"] <= 1.0 and 0.0 <= r["far_random"] <= 1.0
         assert r["writers"] == 12 and r["skilled_queries"] == 24
     assert report.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "omniglot"
+
+
+def test_omniglot_smoke_run_gives_a_tower_that_evaluate_omniglot_scores(env, tmp_path):
+    images = np.load(OMNIGLOT / "images_background.npz")
+    folder = tmp_path / "omniglot-small"  # 8 training and 20 validation characters
+    folder.mkdir()
+    np.savez(folder / "images_background.npz", images=images["images"][:28], labels=images["labels"][:28])
+    out = tmp_path / "run"
+    result = cli("train", "--data", str(folder), "--out", str(out), "--input-size", "32x32",
+                 "--epochs", "1", "--steps-per-epoch", "2", "--writers-per-batch", "4",
+                 "--forged-per-writer", "0", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "best val_one_shot_error" in result.stdout
+    run = json.loads((out / "run.json").read_text())
+    assert run["validation"] == "val_one_shot_error" and run["input_size"] == [32, 32]
+    assert run["training_writers"] == 8 and 0.0 <= run["best"]["val_one_shot_error"] <= 1.0
+    scored = cli("evaluate-omniglot", "--model", str(out / "tower.keras"),
+                 "--runs", str(OMNIGLOT / "all_runs.zip"), "--json", env=env)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    report = json.loads(scored.stdout)
+    assert report["trials"] == 400 and 0.0 <= report["percent_correct"] <= 100.0
+
+
+def test_input_size_must_read_height_x_width(env, tmp_path):
+    result = cli("train", "--data", str(OMNIGLOT), "--out", str(tmp_path / "run"),
+                 "--input-size", "32by32", env=env)
+    assert result.returncode == 2 and "HxW" in result.stderr

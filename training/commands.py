@@ -16,9 +16,23 @@ def need_tensorflow():
             "this command needs TensorFlow: pip install 'edge-verify[train]'") from None
 
 
+def parse_size(ctx, param, text):
+    """Click callback: "32x32" -> (32, 32); None stays None."""
+    if text is None:
+        return None
+    try:
+        height, width = (int(side) for side in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not HxW, e.g. 32x32", param_hint="--input-size") from None
+    if min(height, width) < 16:
+        raise click.BadParameter(f"{text!r}: each side needs at least 16 pixels", param_hint="--input-size")
+    return height, width
+
+
 @click.command()
 @click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
-              help="Dataset folder; repeat for several (their training writers are pooled).")
+              help="Dataset folder; repeat for several (their training writers are pooled). An Omniglot "
+                   "folder (images_background.npz) trains alone, on the background characters.")
 @click.option("--layout", "layouts", multiple=True, type=click.Choice(LAYOUTS),
               help="Layout of each --data, in order; detected when omitted.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
@@ -26,19 +40,27 @@ def need_tensorflow():
               show_default=True)
 @click.option("--arch", type=click.Choice(["tower", "koch"]), default="tower", show_default=True,
               help="tower: the compact device network; koch: the Koch et al. baseline.")
+@click.option("--input-size", callback=parse_size,
+              help="Network input HxW, e.g. 32x32 [default: 96x192 for signatures, 48x48 for Omniglot; "
+                   "64x128 and 105x105 with --arch koch].")
 @click.option("--epochs", default=40, show_default=True)
 @click.option("--steps-per-epoch", default=100, show_default=True)
-@click.option("--writers-per-batch", default=16, show_default=True)
+@click.option("--writers-per-batch", default=12, show_default=True)
+@click.option("--genuine-per-writer", default=4, show_default=True)
+@click.option("--forged-per-writer", default=4, show_default=True,
+              help="Skilled forgeries per writer in a batch (genuine ones stand in when a writer has none).")
 @click.option("--learning-rate", default=1e-3, show_default=True)
 @click.option("--margin", type=float, default=None, help="Loss margin (default per objective).")
 @click.option("--mining", type=click.Choice(["hard", "semihard"]), default="hard", show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--max-minutes", type=float, default=None,
+              help="Stop after this much wall time, whatever the epoch (a time budget).")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
               show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
 @click.option("--cpu-replicas", default=0, hidden=True, help="Split the CPU into N logical devices (testing).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 def train(data_dirs, layouts, out_dir, **options):
-    """Train the Siamese signature embedding (needs edge-verify[train])."""
+    """Train the Siamese signature (or Omniglot character) embedding (needs edge-verify[train])."""
     need_tensorflow()
     if layouts and len(layouts) != len(data_dirs):
         raise click.BadParameter("give one --layout per --data, or none", param_hint="--layout")
@@ -49,7 +71,8 @@ def train(data_dirs, layouts, out_dir, **options):
         run = run_training(data, out_dir, **options)
     except (FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"best validation EER {100 * run['best']['val_eer']:.2f} % at epoch "
+    metric = run["validation"]
+    click.echo(f"best {metric} {100 * run['best'][metric]:.2f} % at epoch "
                f"{run['best']['epoch']}; {out_dir}/tower.keras ({run['wall_seconds']:.0f} s)")
 
 
@@ -121,3 +144,34 @@ def evaluate_omniglot(model, runs_zip, as_json):
     result = {"model": str(embedder.path), "model_sha256": embedder.sha256, "trials": 400,
               "percent_correct": correct}
     click.echo(json.dumps(result, indent=2) if as_json else f"Omniglot 20-way one-shot: {correct:.1f} % correct")
+
+
+@click.command()
+@click.option("--model", "bundle", default=None, metavar="BUNDLE_DIR",
+              help="Our model bundle (default: the bundled model).")
+@click.option("--baseline", "baseline_run", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Koch run folder (tower.keras + koch_head.keras from `train --arch koch --objective koch`); "
+                   "without it the Koch network has random weights: speed and size only.")
+@click.option("--tower", "tower_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Our Keras tower, for the Keras rows (default: runs/*/tower.keras whose sha256 is the "
+                   "bundle's source_model_sha256).")
+@click.option("--datasets", default=None, type=click.Path(exists=True, file_okay=False),
+              help="The datasets folder (default: ../shared/datasets beside the checkout).")
+@click.option("--out", "out_dir", default="bench_out", show_default=True, type=click.Path(file_okay=False),
+              help="Writes bench.json and bench.md here.")
+@click.option("--quick", is_flag=True, help="Smoke run: few repeats, 1k users, 3 CEDAR test writers.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
+def bench(bundle, baseline_run, tower_path, datasets, out_dir, quick, as_json):
+    """Speed, size and accuracy of our model beside the Koch et al. baseline, one core, one run."""
+    need_tensorflow()
+    import json
+
+    from edge_verify.edge.benchmark import DATASETS
+    from edge_verify.training.bench import command_line, run_bench, text_table, write_report
+
+    report = run_bench(bundle, baseline_run, tower_path, datasets or DATASETS, quick)
+    report["command"] = command_line(model=bundle, baseline=baseline_run, tower=tower_path, datasets=datasets,
+                                     out=out_dir, quick=quick, json=as_json)
+    json_path, markdown_path = write_report(report, out_dir)
+    click.echo(json.dumps(report, indent=2, default=str) if as_json
+               else f"{text_table(report)}\n\nwritten: {json_path}, {markdown_path}")

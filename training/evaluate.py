@@ -113,7 +113,7 @@ def evaluate_embeddings(signatures, embeddings, refs_list=(1, 5, 10), calibratio
             for refs in refs_list]
 
 
-def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), far=0.01):
+def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), far=0.01):
     """The shipped operating point, chosen on validation writers only.
 
     reference_spread is the median spread of the writers' references; alpha (the per-user
@@ -162,3 +162,48 @@ def evaluate_model(model, root, layout=None, split="test", refs_list=(1, 5, 10),
         "results": [summarize(scores[refs], refs, float(calibration["threshold"])) for refs in refs_list],
     }
     return report, scores
+
+
+# ------------------------------------------------------------------ the Koch et al. baseline
+
+KOCH_MATCH = 0.95  # Koch et al.: a pair matches when the head's probability is at least this
+
+
+def koch_protocol_scores(signatures, embeddings, refs, head):
+    """protocol_scores for the Koch et al. baseline, whose score is a match probability.
+
+    head: (N, D) absolute differences |e_q - e_r| -> (N,) probabilities. A query's probability is
+    its mean over the R references; its "distance" here is 1 - that probability, so that the
+    sweep of equal_error_rate and summarize apply unchanged, and "probability >= 0.95" is
+    "distance <= 1 - 0.95" (exactly: 1 - p is exact in floating point for p >= 0.5).
+    """
+    writers = writers_of(signatures)
+    scores = {}
+    for key, group in writers.items():
+        genuine = group["genuine"]
+        if len(genuine) <= refs:
+            continue
+        references = np.asarray(embeddings[genuine[:refs]], np.float32)
+        randoms = [g["genuine"][-1] for k, g in writers.items()
+                   if k != key and k[0] == key[0] and g["genuine"]]
+
+        def score(indices):
+            if not indices:
+                return np.array([], np.float64)
+            queries = np.asarray(embeddings[indices], np.float32)
+            differences = np.abs(queries[:, None, :] - references[None, :, :]).reshape(-1, references.shape[1])
+            probability = np.asarray(head(differences), np.float64).reshape(len(indices), refs)
+            return 1.0 - probability.mean(axis=1)
+
+        scores[key] = {"genuine": score(genuine[refs:]), "skilled": score(group["forged"]),
+                       "random": score(randoms), "spread": None}
+    return scores
+
+
+def koch_evaluate_embeddings(signatures, embeddings, head, refs_list=(1, 5, 10), match=KOCH_MATCH):
+    """EVALUATION.md for the Koch baseline, one result per R, at "match if probability >= match".
+
+    Thresholds in the results (eer_threshold, threshold) are on the 1 - probability scale.
+    """
+    return [summarize(koch_protocol_scores(signatures, embeddings, refs, head), refs, 1.0 - match)
+            for refs in refs_list]

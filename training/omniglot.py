@@ -1,7 +1,9 @@
-"""Omniglot: the character arrays and Lake's 20-way one-shot benchmark (all_runs.zip).
+"""Omniglot: the character arrays, Lake's 20-way one-shot benchmark (all_runs.zip), and the
+training set made of images_background for `edge-verify train`.
 
 Images are returned as stored: `load_omniglot` gives bool arrays (True = white background),
-`load_one_shot_runs` uint8 arrays with dark ink (0) on white (255).
+`load_one_shot_runs` uint8 arrays with dark ink (0) on white (255). `omniglot_training_set`
+gives them preprocessed as every model input is (edge_verify.edge.preprocess).
 
 Run on its own:  python -m edge_verify.training.omniglot OMNIGLOT_FOLDER
 (prints the shapes and the raw-pixel nearest-neighbour score of the one-shot runs).
@@ -18,9 +20,15 @@ import cv2
 import numpy as np
 
 from edge_verify.edge.errors import DatasetError
+from edge_verify.training.arrays import preprocessed_pixels
+from edge_verify.training.datasets import Signature
 
 IMAGE_SIZE = 105
 WAYS = 20  # training images (classes) per run; also test images per run
+# The last characters of images_background (at least WAYS) validate, for model selection, and
+# never train. The arrays keep each alphabet's characters together, in order, so these are the
+# characters of the last alphabets.
+VALIDATION_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,57 @@ def score_one_shot(runs, similarity_fn) -> float:
     if total == 0:
         raise ValueError("no one-shot trials to score")
     return 100.0 * correct / total
+
+
+def sample_runs(items, runs=200, seed=0) -> list[Run]:
+    """20-way runs drawn from `items` (characters, drawers, ...), images or embeddings.
+
+    Each run takes 20 consecutive characters, so mostly of one alphabet as in Lake's runs, and
+    of each a training and a test item drawn by two different people.
+    """
+    rng = np.random.default_rng(seed)
+    characters, drawers = items.shape[:2]
+    if characters < WAYS:
+        raise ValueError(f"{WAYS}-way runs need {WAYS} characters or more, not {characters}")
+    sampled = []
+    for i in range(runs):
+        chosen = rng.integers(characters - WAYS + 1) + np.arange(WAYS)
+        pairs = np.array([rng.choice(drawers, 2, replace=False) for _ in chosen])
+        sampled.append(Run(name=f"sampled{i + 1:03d}", train=items[chosen, pairs[:, 0]],
+                           test=items[chosen, pairs[:, 1]], answers=np.arange(WAYS)))
+    return sampled
+
+
+def is_omniglot_folder(folder) -> bool:
+    return (Path(folder) / "images_background.npz").is_file()
+
+
+def omniglot_training_set(npz_path, input_size):
+    """images_background as training data: each character a "writer", its drawings genuine.
+
+    Returns (uint8 (N, H, W) training images, their N Signature records, uint8 (C, 20, H, W)
+    validation characters), preprocessed as evaluate-omniglot preprocesses the runs. The last
+    VALIDATION_FRACTION of the characters (at least WAYS) are the validation characters.
+    """
+    images, _ = load_omniglot(npz_path)
+    characters, drawers = images.shape[:2]
+    training = characters - max(WAYS, round(VALIDATION_FRACTION * characters))
+    if training < 2:
+        raise DatasetError(f"{npz_path} has {characters} characters: at least {WAYS + 2} are needed, "
+                           f"{WAYS} of them to validate")
+    ink_on_white = np.where(images, np.uint8(255), np.uint8(0)).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    try:
+        preprocessed = preprocessed_pixels(ink_on_white, input_size).reshape(characters, drawers, *input_size)
+    except DatasetError as error:  # image i is character i // drawers, drawing i % drawers
+        raise DatasetError(f"{npz_path}: {error}") from None
+    signatures = [Signature("omniglot", str(c), True, d + 1, Path(npz_path))
+                  for c in range(training) for d in range(drawers)]
+    return preprocessed[:training].reshape(-1, *input_size), signatures, preprocessed[training:]
+
+
+def euclidean_similarity(test, train) -> np.ndarray:
+    """Negative Euclidean distance between embeddings (N, D) and (M, D)."""
+    return -np.linalg.norm(test[:, None, :] - train[None, :, :], axis=-1)
 
 
 def pixel_similarity(test_images, train_images) -> np.ndarray:

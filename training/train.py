@@ -4,6 +4,10 @@ One tower embeds every image of a batch; the objective (contrastive, triplet or 
 sigmoid head) is computed over all the pairs of the batch. Batches hold a few training
 writers each, with genuine signatures and skilled forgeries. After each epoch the tower is
 scored on the validation writers (EVALUATION.md, 5 references) and the best one is kept.
+
+Omniglot (a folder with images_background.npz) trains the same way: each character is a
+"writer" whose 20 drawings are genuine, without forgeries; the tower is scored on 20-way
+one-shot runs drawn from held-out background characters.
 """
 import json
 import time
@@ -20,8 +24,13 @@ from edge_verify.training.augment import augment
 from edge_verify.training.datasets import read_signatures, select_split
 from edge_verify.training.evaluate import evaluate_embeddings
 from edge_verify.training.model import ARCHITECTURES, build_koch_head
+from edge_verify.training.omniglot import (euclidean_similarity, is_omniglot_folder,
+                                           omniglot_training_set, sample_runs, score_one_shot)
 
 DEFAULT_MARGINS = {"contrastive": 1.0, "triplet": 0.3}
+# (height, width) when --input-size is not given: signatures are wide, characters square.
+DEFAULT_INPUT_SIZES = {("signatures", "tower"): (96, 192), ("signatures", "koch"): (64, 128),
+                       ("omniglot", "tower"): (48, 48), ("omniglot", "koch"): (105, 105)}
 
 
 class SiameseTrainer(keras.Model):
@@ -130,12 +139,55 @@ def training_dataset(images_u8, signatures, batch_shape, seed):
     return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
-class ValidationEER(keras.callbacks.Callback):
-    """Scores the tower on the validation writers after each epoch; keeps the best tower."""
+def signature_data(data, input_size):
+    """The training writers' images and records, and the validation: val_eer with 5 references."""
+    signatures = [s for root, layout in data for s in read_signatures(root, layout)]
+    train_set, val_set = select_split(signatures, "train"), select_split(signatures, "val")
+    print(f"training writers: {len({(s.dataset, s.writer) for s in train_set})}, "
+          f"images: {len(train_set)}; validation images: {len(val_set)}")
+    val_images = to_model_input(preprocessed_images(val_set, input_size))
 
-    def __init__(self, images, signatures, out_dir, refs=5):
+    def val_eer(tower):
+        embeddings = tower.predict(val_images, batch_size=128, verbose=0)
+        return evaluate_embeddings(val_set, embeddings, refs_list=(5,))[0]["eer"]
+
+    return preprocessed_images(train_set, input_size), train_set, "val_eer", val_eer
+
+
+def omniglot_data(folder, input_size):
+    """The training characters' images and records, and the validation: the error rate of
+    200 20-way one-shot runs (4000 trials) drawn from the held-out characters."""
+    train_images, train_set, val_characters = omniglot_training_set(
+        Path(folder) / "images_background.npz", input_size)
+    print(f"training characters: {len({s.writer for s in train_set})}, images: {len(train_set)}; "
+          f"validation characters: {len(val_characters)}")
+    val_images = to_model_input(val_characters.reshape(-1, *input_size))
+
+    def val_one_shot_error(tower):
+        embeddings = tower.predict(val_images, batch_size=256, verbose=0)
+        runs = sample_runs(embeddings.reshape(*val_characters.shape[:2], -1))
+        return 1.0 - score_one_shot(runs, euclidean_similarity) / 100.0
+
+    return train_images, train_set, "val_one_shot_error", val_one_shot_error
+
+
+def training_data(data, input_size):
+    """(uint8 training images, their records, validation metric name, tower -> metric) of `data`."""
+    omniglot = [root for root, _ in data if is_omniglot_folder(root)]
+    if omniglot and len(data) > 1:
+        raise ValueError(f"{omniglot[0]} is Omniglot: train on it alone, not with other --data")
+    return omniglot_data(omniglot[0], input_size) if omniglot else signature_data(data, input_size)
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Scores the tower on held-out data after each epoch; keeps the best tower.
+
+    `score(tower)` gives `metric`, an error rate: lower is better.
+    """
+
+    def __init__(self, metric, score, out_dir):
         super().__init__()
-        self.images, self.signatures, self.refs = images, signatures, refs
+        self.metric, self.score = metric, score
         self.out_dir = Path(out_dir)
         self.best = self.best_state_path().exists() and json.loads(self.best_state_path().read_text())
 
@@ -144,23 +196,35 @@ class ValidationEER(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         tower = self.model.tower
-        embeddings = tower.predict(self.images, batch_size=128, verbose=0)
-        [result] = evaluate_embeddings(self.signatures, embeddings, refs_list=(self.refs,))
-        logs["val_eer"] = result["eer"]
-        print(f" - val_eer ({self.refs} refs): {100 * result['eer']:.2f} %")
-        if not self.best or result["eer"] <= self.best["val_eer"]:
-            self.best = {"epoch": epoch + 1, "val_eer": result["eer"]}
+        value = self.score(tower)
+        logs[self.metric] = value
+        print(f" - {self.metric}: {100 * value:.2f} %")
+        if not self.best or value <= self.best[self.metric]:
+            self.best = {"epoch": epoch + 1, self.metric: value}
             tower.save(self.out_dir / "tower.keras")
             self.best_state_path().write_text(json.dumps(self.best))
             if self.model.head is not None:
                 self.model.head.save(self.out_dir / "koch_head.keras")
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once `minutes` of wall time have passed since `started`."""
+
+    def __init__(self, minutes, started):
+        super().__init__()
+        self.deadline = started + 60 * minutes
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.time() > self.deadline:
+            self.model.stop_training = True
+
+
 def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epochs=40,
-          steps_per_epoch=100, writers_per_batch=16, genuine_per_writer=4, forged_per_writer=2,
+          steps_per_epoch=100, writers_per_batch=12, genuine_per_writer=4, forged_per_writer=4,
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
-          cpu_replicas=0, resume=False):
-    """Train a tower on the training writers of `data` [(root, layout or None), ...].
+          cpu_replicas=0, resume=False, max_minutes=None):
+    """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
+    background characters of one Omniglot folder.
 
     Writes to out_dir: tower.keras (best on validation), history.csv, run.json.
     """
@@ -172,14 +236,9 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in locals().items() if k not in ("started", "out_dir", "distribution")}
     keras.utils.set_random_seed(seed)
-    input_size = tuple(input_size or ((64, 128) if arch == "koch" else (96, 192)))
-
-    signatures = [s for root, layout in data for s in read_signatures(root, layout)]
-    train_set, val_set = select_split(signatures, "train"), select_split(signatures, "val")
-    print(f"training writers: {len({(s.dataset, s.writer) for s in train_set})}, "
-          f"images: {len(train_set)}; validation images: {len(val_set)}")
-    train_images = preprocessed_images(train_set, input_size)
-    val_images = to_model_input(preprocessed_images(val_set, input_size))
+    kind = "omniglot" if any(is_omniglot_folder(root) for root, _ in data) else "signatures"
+    input_size = tuple(input_size or DEFAULT_INPUT_SIZES[kind, arch])
+    train_images, train_set, metric, score = training_data(data, input_size)
 
     with distribution.scope():
         trainer = SiameseTrainer(ARCHITECTURES[arch](input_size=input_size), objective, margin, mining)
@@ -190,14 +249,17 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
     batch_shape = (writers_per_batch, genuine_per_writer, forged_per_writer)
     dataset = training_dataset(train_images, train_set, batch_shape, seed)
     callbacks = [
-        ValidationEER(val_images, val_set, out_dir),
+        KeepBest(metric, score, out_dir),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume),
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=False),
     ]
+    if max_minutes:
+        callbacks.append(TimeBudget(max_minutes, started))
     trainer.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks)
 
     run = {"config": config, "preprocess_version": PREPROCESS_VERSION,
            "input_size": list(input_size), "replicas": distribution.num_replicas_in_sync,
+           "validation": metric,
            "parameters": trainer.tower.count_params(),
            "best": callbacks[0].best, "wall_seconds": round(time.time() - started, 1),
            "training_writers": len({(s.dataset, s.writer) for s in train_set}),
