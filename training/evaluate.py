@@ -26,22 +26,29 @@ def writers_of(signatures):
     return dict(sorted(groups.items()))
 
 
-def protocol_scores(signatures, embeddings, refs, calibration=UNCALIBRATED):
-    """Adapted distances of the genuine, skilled-forgery and random-forgery queries, per writer."""
+def protocol_queries(signatures, refs):
+    """Per writer with more than `refs` genuine signatures: (key, reference indices, genuine,
+    skilled-forgery and random-forgery query indices), as EVALUATION.md lays them out."""
     writers = writers_of(signatures)
-    scores = {}
     for key, group in writers.items():
         genuine = group["genuine"]
         if len(genuine) <= refs:
             continue
-        references = embeddings[genuine[:refs]]
         randoms = [g["genuine"][-1] for k, g in writers.items()
                    if k != key and k[0] == key[0] and g["genuine"]]
+        yield key, genuine[:refs], genuine[refs:], group["forged"], randoms
+
+
+def protocol_scores(signatures, embeddings, refs, calibration=UNCALIBRATED):
+    """Adapted distances of the genuine, skilled-forgery and random-forgery queries, per writer."""
+    scores = {}
+    for key, reference_indices, genuine, skilled, randoms in protocol_queries(signatures, refs):
+        references = embeddings[reference_indices]
         # check accepts when distance <= user threshold, i.e. distance - shift <= bundle threshold
         shift = scoring.user_threshold(references, calibration) - float(calibration["threshold"])
         score = lambda indices: np.array(
             [scoring.user_distance(embeddings[i], references) - shift for i in indices], np.float64)
-        scores[key] = {"genuine": score(genuine[refs:]), "skilled": score(group["forged"]),
+        scores[key] = {"genuine": score(genuine), "skilled": score(skilled),
                        "random": score(randoms), "spread": scoring.reference_spread(references)}
     return scores
 
@@ -177,15 +184,9 @@ def koch_protocol_scores(signatures, embeddings, refs, head):
     sweep of equal_error_rate and summarize apply unchanged, and "probability >= 0.95" is
     "distance <= 1 - 0.95" (exactly: 1 - p is exact in floating point for p >= 0.5).
     """
-    writers = writers_of(signatures)
     scores = {}
-    for key, group in writers.items():
-        genuine = group["genuine"]
-        if len(genuine) <= refs:
-            continue
-        references = np.asarray(embeddings[genuine[:refs]], np.float32)
-        randoms = [g["genuine"][-1] for k, g in writers.items()
-                   if k != key and k[0] == key[0] and g["genuine"]]
+    for key, reference_indices, genuine, skilled, randoms in protocol_queries(signatures, refs):
+        references = np.asarray(embeddings[reference_indices], np.float32)
 
         def score(indices):
             if not indices:
@@ -195,7 +196,7 @@ def koch_protocol_scores(signatures, embeddings, refs, head):
             probability = np.asarray(head(differences), np.float64).reshape(len(indices), refs)
             return 1.0 - probability.mean(axis=1)
 
-        scores[key] = {"genuine": score(genuine[refs:]), "skilled": score(group["forged"]),
+        scores[key] = {"genuine": score(genuine), "skilled": score(skilled),
                        "random": score(randoms), "spread": None}
     return scores
 
