@@ -22,7 +22,7 @@ from edge_verify.training import losses
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.augment import augment
 from edge_verify.training.datasets import read_signatures, select_split
-from edge_verify.training.evaluate import evaluate_embeddings
+from edge_verify.training.evaluate import evaluate_embeddings, koch_evaluate_embeddings
 from edge_verify.training.model import ARCHITECTURES, build_koch_head
 from edge_verify.training.omniglot import (euclidean_similarity, is_omniglot_folder,
                                            omniglot_training_set, sample_runs, score_one_shot)
@@ -147,8 +147,13 @@ def signature_data(data, input_size):
           f"images: {len(train_set)}; validation images: {len(val_set)}")
     val_images = to_model_input(preprocessed_images(val_set, input_size))
 
-    def val_eer(tower):
-        embeddings = tower.predict(val_images, batch_size=128, verbose=0)
+    def val_eer(trainer):
+        """EER with 5 references, scored as the model decides: the device's distance rule, or
+        for the Koch objective its head's mean match probability."""
+        embeddings = trainer.tower.predict(val_images, batch_size=128, verbose=0)
+        if trainer.head is not None:
+            probability = lambda d: trainer.head.predict(d, batch_size=4096, verbose=0)[:, 0]
+            return koch_evaluate_embeddings(val_set, embeddings, probability, refs_list=(5,))[0]["eer"]
         return evaluate_embeddings(val_set, embeddings, refs_list=(5,))[0]["eer"]
 
     return preprocessed_images(train_set, input_size), train_set, "val_eer", val_eer
@@ -163,8 +168,8 @@ def omniglot_data(folder, input_size):
           f"validation characters: {len(val_characters)}")
     val_images = to_model_input(val_characters.reshape(-1, *input_size))
 
-    def val_one_shot_error(tower):
-        embeddings = tower.predict(val_images, batch_size=256, verbose=0)
+    def val_one_shot_error(trainer):
+        embeddings = trainer.tower.predict(val_images, batch_size=256, verbose=0)
         runs = sample_runs(embeddings.reshape(*val_characters.shape[:2], -1))
         return 1.0 - score_one_shot(runs, euclidean_similarity) / 100.0
 
@@ -182,7 +187,7 @@ def training_data(data, input_size):
 class KeepBest(keras.callbacks.Callback):
     """Scores the tower on held-out data after each epoch; keeps the best tower.
 
-    `score(tower)` gives `metric`, an error rate: lower is better.
+    `score(trainer)` gives `metric`, an error rate: lower is better.
     """
 
     def __init__(self, metric, score, out_dir):
@@ -196,7 +201,7 @@ class KeepBest(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         tower = self.model.tower
-        value = self.score(tower)
+        value = self.score(self.model)
         logs[self.metric] = value
         print(f" - {self.metric}: {100 * value:.2f} %")
         if not self.best or value <= self.best[self.metric]:
