@@ -7,6 +7,7 @@ store and the CLI without waiting for a trained model; it says nothing about acc
 import hashlib
 import json
 import shutil
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,14 @@ from edge_verify.edge.preprocess import INPUT_SIZE, PREPROCESS_VERSION, preproce
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CEDAR = DATASETS / "cedar"
 EMBEDDING_SIZE = 32
+
+
+def dump(path) -> list[str]:
+    """The whole content of a store (none when it does not exist), to prove an operation left it unchanged."""
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as raw:
+        return list(raw.iterdump())
 
 
 def cedar(writer: int, sample: int, kind: str = "original") -> Path:

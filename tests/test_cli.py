@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import cedar, rewrite_manifest
+from conftest import cedar, dump, rewrite_manifest
 from edge_verify.edge import store as store_module
 from edge_verify.edge.cli import Settings, main
 
@@ -27,13 +27,6 @@ def cli(tiny_bundle, db):
     def run(*args, model=tiny_bundle):
         return CliRunner().invoke(main, ["--model", str(model), "--db", str(db), *map(str, args)])
     return run
-
-
-def dump(path) -> list[str]:
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as raw:
-        return list(raw.iterdump())
 
 
 def assert_error(result, pattern):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import CEDAR, EMBEDDING_SIZE, cedar
+from conftest import CEDAR, EMBEDDING_SIZE, cedar, dump
 from edge_verify.edge.store import Store
 
 USERS = 20                  # users per crash-test run: enrolling them is most of the process's life
@@ -233,13 +233,6 @@ def device(tiny_bundle):
         return CliRunner().invoke(main, ["--model", str(tiny_bundle), "--db", str(db), *map(str, args)],
                                   env=env)
     return run
-
-
-def dump(path) -> list[str]:
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as raw:
-        return list(raw.iterdump())
 
 
 def one_line_error(result) -> str:

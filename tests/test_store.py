@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dump
 
 from edge_verify.edge import store as store_module
 from edge_verify.edge.errors import StoreError, UnknownUserError
@@ -22,12 +23,6 @@ def references(count, seed=0, size=8):
 
 def save(store, name, refs, model=MODEL_A, mode="new"):
     return store.save_user(name, refs, model_fingerprint=model, preprocess_version="sig-1", mode=mode)
-
-
-def dump(path) -> list[str]:
-    """The whole content of a store, to prove an operation left it unchanged."""
-    with sqlite3.connect(path) as db:
-        return list(db.iterdump())
 
 
 @pytest.fixture
