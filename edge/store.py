@@ -385,25 +385,27 @@ class Store:
     def seal(self, data: bytes, associated: bytes) -> bytes:
         """`data` encrypted and authenticated with the store's key (AES-256-GCM), bound to
         `associated`: 12-byte random nonce + ciphertext + tag. StoreError without a key."""
-        if self._cipher is None:
-            raise StoreError("no encryption key is set: set "
-                             f"{KEY_FILE_ENV} (a key file) or {KEY_ENV} (hex)")
         nonce = os.urandom(NONCE_SIZE)
-        return nonce + self._cipher.encrypt(nonce, data, associated)
+        return nonce + self._key_cipher().encrypt(nonce, data, associated)
 
     def unseal(self, blob: bytes, associated: bytes) -> bytes | None:
         """The data of a sealed `blob`, or None when it fails authentication (another key, another
         `associated`, or a changed byte). StoreError without a key."""
         from cryptography.exceptions import InvalidTag
-        if self._cipher is None:
-            raise StoreError("no encryption key is set: set "
-                             f"{KEY_FILE_ENV} (a key file) or {KEY_ENV} (hex)")
+        cipher = self._key_cipher()
         if len(blob) < NONCE_SIZE:
             return None
         try:
-            return self._cipher.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], associated)
+            return cipher.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], associated)
         except InvalidTag:
             return None
+
+    def _key_cipher(self):
+        """The AES-GCM cipher of the store's key; StoreError when no key is set."""
+        if self._cipher is None:
+            raise StoreError("no encryption key is set: set "
+                             f"{KEY_FILE_ENV} (a key file) or {KEY_ENV} (hex)")
+        return self._cipher
 
     def _encode(self, embedding, user: str, reference_id: int, model_fingerprint: str):
         """(codec, blob) of one reference: encrypted when the store has a key."""

@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,21 +266,6 @@ def bench_accuracy(bundle, koch: Koch, datasets: Path, names=ACCURACY_DATASETS, 
 # ------------------------------------------------------------------ the whole run
 
 
-@contextmanager
-def whole_process_on_one_core():
-    """Every thread started inside the block on one core, TensorFlow's pools included: they
-    start with its first operation and keep the affinity they were born with, which
-    one_core() (the calling thread only) would not change."""
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    if cores:
-        os.sched_setaffinity(0, {min(cores)})
-    try:
-        yield
-    finally:
-        if cores:
-            os.sched_setaffinity(0, cores)
-
-
 def run_bench(bundle=None, baseline_run=None, tower_path=None, datasets=DATASETS, quick=False,
               runs="runs") -> dict:
     """Every figure of the benchmark, ours beside the Koch baseline's: {"machine", "conditions",
@@ -291,7 +275,9 @@ def run_bench(bundle=None, baseline_run=None, tower_path=None, datasets=DATASETS
     missing = [str(datasets / p) for p in SAMPLES + REFERENCES + [QUERY] if not (datasets / p).exists()]
     if missing:
         raise DatasetError(f"benchmark images not found: {', '.join(missing)} (pass --datasets)")
-    with whole_process_on_one_core():
+    # The whole run on one core: TensorFlow's thread pools start with its first operation and
+    # keep the affinity of the thread that started them.
+    with one_core():
         report = measure(bundle, baseline_run, tower_path, datasets, quick, runs)
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     return report

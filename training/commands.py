@@ -128,7 +128,7 @@ def evaluate_omniglot(model, runs_zip, as_json):
 
     from edge_verify.edge.preprocess import preprocess
     from edge_verify.training.embedders import load_embedder
-    from edge_verify.training.omniglot import load_one_shot_runs, score_one_shot
+    from edge_verify.training.omniglot import euclidean_similarity, load_one_shot_runs, score_one_shot
 
     embedder = load_embedder(model)
 
@@ -136,11 +136,8 @@ def evaluate_omniglot(model, runs_zip, as_json):
         batch = np.stack([preprocess(image, embedder.input_size) for image in images])[..., None]
         return embedder.embed(batch)
 
-    def similarity(test, train):
-        a, b = embed(test), embed(train)
-        return -np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
-
-    correct = score_one_shot(load_one_shot_runs(runs_zip), similarity)
+    correct = score_one_shot(load_one_shot_runs(runs_zip),
+                             lambda test, train: euclidean_similarity(embed(test), embed(train)))
     result = {"model": str(embedder.path), "model_sha256": embedder.sha256, "trials": 400,
               "percent_correct": correct}
     click.echo(json.dumps(result, indent=2) if as_json else f"Omniglot 20-way one-shot: {correct:.1f} % correct")
