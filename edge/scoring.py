@@ -9,8 +9,9 @@ vary a lot (a large spread) gets a looser threshold, a very consistent writer a 
     user_threshold = threshold + alpha * (spread - reference_spread)
 
 `alpha` and `reference_spread` (the typical spread of validation writers) are calibrated with
-the threshold and stored in the bundle manifest. With one reference there is no spread and
-the bundle threshold is used as it is.
+the threshold and stored in the bundle manifest. With one reference there is no spread: the
+bundle's `threshold_one_reference`, calibrated with one reference, is used as it is (older
+bundles without one use the threshold).
 
 This module is the one scoring rule: the device, the evaluation and the benchmarks all call it.
 """
@@ -51,8 +52,10 @@ def user_threshold(references: np.ndarray, calibration: dict) -> float:
     """The bundle threshold adapted to the spread of this user's references."""
     threshold = float(calibration["threshold"])
     spread = reference_spread(references)
+    if spread is None:
+        return float(calibration.get("threshold_one_reference", threshold))
     alpha = float(calibration.get("alpha", 0.0))
-    if spread is None or alpha == 0.0:
+    if alpha == 0.0:
         return threshold
     return threshold + alpha * (spread - float(calibration["reference_spread"]))
 

@@ -71,6 +71,24 @@ def test_calibration_puts_the_threshold_between_genuine_and_forged():
     assert calibration["threshold_far1_skilled"] <= 2.0
 
 
+def test_a_user_with_one_reference_is_held_to_the_one_reference_threshold():
+    from edge_verify.edge.scoring import user_threshold
+
+    signatures = fake_signatures()
+    rng = np.random.default_rng(2)
+    # one reference is a noisier anchor than five: genuine queries sit farther from it
+    embeddings = np.array([np.eye(8)[int(s.writer)] * (1 if s.genuine else -1) + 0.3 * rng.normal(size=8)
+                           for s in signatures])
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    calibration = calibrate(signatures, embeddings, refs=5)
+    one = evaluate_embeddings(signatures, embeddings, refs_list=(1,), calibration=calibration)[0]
+    assert one["frr"] == 0.0 and one["far_skilled"] == 0.0  # separable: the R = 1 threshold separates
+    reference = embeddings[:1]
+    assert user_threshold(reference, calibration) == calibration["threshold_one_reference"]
+    older = {k: v for k, v in calibration.items() if k != "threshold_one_reference"}
+    assert user_threshold(reference, older) == calibration["threshold"]
+
+
 def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", str(small_dataset), "--layout", "generic", "--out", str(out),
@@ -87,11 +105,26 @@ def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env,
     assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
 
+def test_mirrored_writers_are_new_writers_flipped_as_a_whole():
+    tf = pytest.importorskip("tensorflow")
+    from edge_verify.training.train import mirror, writer_batches
+
+    batches = writer_batches(fake_signatures(writers=4), 8, 2, 2, seed=0, mirrors=4)
+    _, writers, _, mirrors = next(batches)
+    assert len(set(writers.tolist())) == 8  # 8 distinct writers from 4 real ones
+    for w in set(writers.tolist()):  # a writer's genuine signatures and forgeries share one mirror
+        assert len(set(mirrors[writers == w].tolist())) == 1
+    image = np.arange(6, dtype=np.float32).reshape(1, 2, 3, 1)
+    flipped = mirror(tf.constant(np.repeat(image, 4, axis=0)), tf.constant([0, 1, 2, 3])).numpy()
+    assert (flipped[0] == image[0]).all() and (flipped[1] == image[0, :, ::-1]).all()
+    assert (flipped[2] == image[0, ::-1]).all() and (flipped[3] == image[0, ::-1, ::-1]).all()
+
+
 def test_mirrored_strategy_trains_on_two_logical_cpus(small_dataset, env, tmp_path):
     out = tmp_path / "mirrored"
     result = cli("train", "--data", str(small_dataset), "--out", str(out), "--epochs", "1",
                  "--steps-per-epoch", "2", "--writers-per-batch", "4", "--objective", "koch",
-                 "--strategy", "mirrored", "--cpu-replicas", "2", env=env)
+                 "--mirrors", "2", "--strategy", "mirrored", "--cpu-replicas", "2", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "run.json").read_text())["replicas"] == 2
     assert (out / "koch_head.keras").exists()

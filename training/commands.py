@@ -49,6 +49,10 @@ def parse_size(ctx, param, text):
 @click.option("--genuine-per-writer", default=4, show_default=True)
 @click.option("--forged-per-writer", default=4, show_default=True,
               help="Skilled forgeries per writer in a batch (genuine ones stand in when a writer has none).")
+@click.option("--mirrors", type=click.Choice(["1", "2", "4"]), default="1", show_default=True,
+              callback=lambda ctx, param, value: int(value),
+              help="Also train on mirrored copies of each writer, as new writers: 2 adds left-right "
+                   "mirrors, 4 also upside-down ones (class augmentation).")
 @click.option("--learning-rate", default=1e-3, show_default=True)
 @click.option("--margin", type=float, default=None, help="Loss margin (default per objective).")
 @click.option("--mining", type=click.Choice(["hard", "semihard"]), default="hard", show_default=True)

@@ -125,7 +125,9 @@ def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0,
 
     reference_spread is the median spread of the writers' references; alpha (the per-user
     adaptation) is the one with the lowest validation EER; threshold is that EER point, and
-    threshold_far1_skilled the threshold whose skilled-forgery FAR is 1 %.
+    threshold_far1_skilled the threshold whose skilled-forgery FAR is 1 %. A user enrolled with
+    one reference has no spread and is scored against threshold_one_reference: the EER point
+    with one reference.
     """
     spreads = [s["spread"] for s in protocol_scores(signatures, embeddings, refs).values()]
     base = {"threshold": 0.0, "reference_spread": float(np.median(spreads))}
@@ -137,8 +139,10 @@ def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0,
         if best is None or eer < best[0] - 1e-9:
             best = (eer, threshold, alpha, scores)
     eer, threshold, alpha, scores = best
+    one = protocol_scores(signatures, embeddings, 1)
     return {"threshold": threshold, "alpha": alpha, "reference_spread": base["reference_spread"],
             "threshold_far1_skilled": threshold_at_far(pooled(scores, "skilled"), far),
+            "threshold_one_reference": equal_error_rate(pooled(one, "genuine"), pooled(one, "skilled"))[1],
             "refs": refs, "validation_eer": eer}
 
 

@@ -90,11 +90,14 @@ def make_strategy(name="default", cpu_replicas=0):
     raise ValueError(f"unknown strategy {name!r}: use default, mirrored or multiworker")
 
 
-def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per_writer, seed):
+def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per_writer, seed,
+                   mirrors=1):
     """Endless index batches: a few writers, each with genuine signatures and forgeries.
 
     A writer without forgeries gives genuine signatures in their place, so every batch has
-    the same size. Yields (indices, writer ids, genuine flags).
+    the same size. With `mirrors` 2 or 4, each writer also appears left-right mirrored (and,
+    with 4, upside down and both) as new writers: see MIRRORS. Yields (indices, writer ids,
+    genuine flags, mirror of each image).
     """
     rng = np.random.default_rng(seed)
     keys = sorted({(s.dataset, s.writer) for s in signatures})
@@ -103,14 +106,17 @@ def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per
     forged = {k: [] for k in keys}
     for i, s in enumerate(signatures):
         (genuine if s.genuine else forged)[(s.dataset, s.writer)].append(i)
-    usable = [k for k in keys if len(genuine[k]) >= 2]
+    if mirrors not in MIRRORS:
+        raise ValueError(f"mirrors is one of {sorted(MIRRORS)}, not {mirrors}")
+    usable = [(k, m) for k in keys if len(genuine[k]) >= 2 for m in range(mirrors)]
     if len(usable) < writers_per_batch:
         raise ValueError(f"only {len(usable)} training writers have two genuine signatures or more: "
                          f"use a writers-per-batch of at most {len(usable)}")
     while True:
         chosen = rng.choice(len(usable), writers_per_batch, replace=False)
-        indices, flags = [], []
-        for k in (usable[c] for c in chosen):
+        indices, flags, writers, mirrored = [], [], [], []
+        for k, mirror in (usable[c] for c in chosen):
+            start = len(indices)
             n_forged = forged_per_writer if forged[k] else 0
             n_genuine = genuine_per_writer + forged_per_writer - n_forged
             indices += list(rng.choice(genuine[k], n_genuine, replace=len(genuine[k]) < n_genuine))
@@ -118,23 +124,38 @@ def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per
             if n_forged:
                 indices += list(rng.choice(forged[k], n_forged, replace=len(forged[k]) < n_forged))
                 flags += [False] * n_forged
-        writers = [writer_id[(signatures[i].dataset, signatures[i].writer)] for i in indices]
-        yield np.array(indices, np.int32), np.array(writers, np.int32), np.array(flags, np.int32)
+            writers += [writer_id[k] * mirrors + mirror] * (len(indices) - start)
+            mirrored += [mirror] * (len(indices) - start)
+        yield (np.array(indices, np.int32), np.array(writers, np.int32), np.array(flags, np.int32),
+               np.array(mirrored, np.int32))
 
 
-def training_dataset(images_u8, signatures, batch_shape, seed):
+# Class augmentation: a mirrored writer is a new writer, as rotated characters are new classes
+# for Omniglot one-shot learners (Santoro et al. 2016, Vinyals et al. 2016). Mirror m flips
+# left-right when m is odd and upside down when m >= 2; its forgeries are mirrored alike.
+MIRRORS = {1: "none", 2: "left-right", 4: "left-right, upside down and both"}
+
+
+def mirror(images, mirrors):
+    """Flip each image of a (B, H, W, 1) batch by its mirror number (B,), as MIRRORS says."""
+    m = tf.reshape(mirrors, (-1, 1, 1, 1))
+    images = tf.where(m % 2 == 1, tf.reverse(images, [2]), images)
+    return tf.where(m >= 2, tf.reverse(images, [1]), images)
+
+
+def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1):
     """tf.data pipeline: sampled writer batches -> augmented float images + pair labels."""
     images = tf.constant(images_u8)
     batch = batch_shape[0] * (batch_shape[1] + batch_shape[2])
-    spec = (tf.TensorSpec((batch,), tf.int32), tf.TensorSpec((batch,), tf.int32),
-            tf.TensorSpec((batch,), tf.int32))  # genuine flags as 0/1: tf.distribute splits no bools
-    next(writer_batches(signatures, *batch_shape, seed))  # fails early on an impossible batch
+    # all int32 (genuine flags as 0/1): tf.distribute splits no bools
+    spec = tuple(tf.TensorSpec((batch,), tf.int32) for _ in range(4))
+    next(writer_batches(signatures, *batch_shape, seed, mirrors))  # fails early on an impossible batch
     dataset = tf.data.Dataset.from_generator(
-        lambda: writer_batches(signatures, *batch_shape, seed), output_signature=spec)
+        lambda: writer_batches(signatures, *batch_shape, seed, mirrors), output_signature=spec)
 
-    def to_example(indices, writers, genuine):
+    def to_example(indices, writers, genuine, mirrored):
         x = tf.cast(tf.gather(images, indices), tf.float32)[..., None] / 255.0
-        return augment(x), (writers, genuine)
+        return augment(mirror(x, mirrored)), (writers, genuine)
 
     return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
@@ -227,7 +248,7 @@ class TimeBudget(keras.callbacks.Callback):
 def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epochs=40,
           steps_per_epoch=100, writers_per_batch=12, genuine_per_writer=4, forged_per_writer=4,
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
-          cpu_replicas=0, resume=False, max_minutes=None):
+          cpu_replicas=0, resume=False, max_minutes=None, mirrors=1):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -252,7 +273,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
             learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
         trainer.compile(optimizer=keras.optimizers.Adam(schedule))
     batch_shape = (writers_per_batch, genuine_per_writer, forged_per_writer)
-    dataset = training_dataset(train_images, train_set, batch_shape, seed)
+    dataset = training_dataset(train_images, train_set, batch_shape, seed, mirrors)
     callbacks = [
         KeepBest(metric, score, out_dir),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume),
