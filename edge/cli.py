@@ -18,11 +18,11 @@ import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import importlib
+
 import click
 
-from edge_verify.convert.commands import convert
 from edge_verify.edge.errors import EdgeVerifyError
-from edge_verify.training.commands import bench, evaluate, evaluate_omniglot, train
 
 # OpenCV would print "[ WARN:0] ... input buffer is incomplete" next to our one-line error.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
@@ -89,8 +89,27 @@ class _Failure(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
+# Workstation commands: imported only when named (or listed by --help), so that a device
+# command does not pay for loading them: click's "lazily loading subcommands" pattern.
+WORKSTATION_COMMANDS = {"train": "edge_verify.training.commands:train",
+                        "evaluate": "edge_verify.training.commands:evaluate",
+                        "evaluate-omniglot": "edge_verify.training.commands:evaluate_omniglot",
+                        "convert": "edge_verify.convert.commands:convert",
+                        "bench": "edge_verify.training.commands:bench"}
+
+
 class _Group(click.Group):
-    """Turns errors into exit code 2 (known ones into one line) and runtime warnings into 'warning: ...'."""
+    """Turns errors into exit code 2 (known ones into one line) and runtime warnings into 'warning: ...'.
+    Loads the workstation commands when they are asked for."""
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *WORKSTATION_COMMANDS])
+
+    def get_command(self, ctx, name):
+        if name not in WORKSTATION_COMMANDS:
+            return super().get_command(ctx, name)
+        module, attribute = WORKSTATION_COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
 
     def invoke(self, ctx):
         with warnings.catch_warnings():
@@ -155,8 +174,6 @@ def main(ctx, model, db, threads, delegate, profile):
                                     profile, ctx)
 
 
-WORKSTATION_COMMANDS = {"train", "evaluate", "evaluate-omniglot", "convert", "bench"}
-
 
 def settings_from_profile(settings: "Settings", name, ctx) -> "Settings":
     """Fill what the command line left open from the device profile (or the defaults)."""
@@ -200,13 +217,6 @@ def captured(source, paths):
         return list(paths)
     from edge_verify.edge.capture import capture_image
     return [capture_image(source, profile["capture"], path=path) for path in (paths or [None])]
-
-
-main.add_command(train)
-main.add_command(evaluate)
-main.add_command(evaluate_omniglot)
-main.add_command(convert)
-main.add_command(bench)
 
 
 # ------------------------------------------------------------------ enroll

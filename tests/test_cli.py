@@ -307,13 +307,14 @@ def fresh_process(tiny_bundle, db, *args):
     return run.returncode, set(json.loads(modules_file.read_text())), run.stderr.splitlines()
 
 
-def test_enroll_and_check_never_import_tensorflow(tiny_bundle, tmp_path):
+def test_enroll_and_check_never_import_tensorflow_nor_the_workstation_code(tiny_bundle, tmp_path):
     db = tmp_path / "store.sqlite3"
     for args in (["enroll", "alice", cedar(5, 1), cedar(5, 2)], ["check", "alice", cedar(5, 3)]):
         code, imported, messages = fresh_process(tiny_bundle, db, *args)
         assert code in (0, 1) and messages == []  # nothing on stderr, not even the runtime's INFO
         assert "ai_edge_litert.interpreter" in imported
         assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")}
+        assert not {m for m in imported if m.startswith(("edge_verify.training", "edge_verify.convert"))}
 
 
 def test_a_damaged_image_gives_one_line_on_stderr_in_a_fresh_process(tiny_bundle, tmp_path):
