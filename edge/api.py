@@ -263,7 +263,8 @@ def _verify_and_count(model: Model, store: Store, name: str, embedding: np.ndarr
     verdict = scoring.verify(embedding, enrolled.embeddings, calibration, threshold=threshold)
     if threshold is not None:
         origin = "override"
-    elif verdict.threshold == float(calibration["threshold"]):
+    elif verdict.threshold in (float(calibration["threshold"]),
+                               float(calibration.get("threshold_one_reference", calibration["threshold"]))):
         origin = "calibrated"
     else:
         origin = "adapted"

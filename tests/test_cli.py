@@ -138,6 +138,17 @@ def test_export_then_import_provisions_another_device(cli, tiny_bundle, tmp_path
     assert replaced.exit_code == 0
 
 
+def test_a_user_with_one_reference_is_checked_at_the_one_reference_threshold(bundle_copy, tmp_path):
+    bundle = rewrite_manifest(bundle_copy, calibration={"threshold": 1.0, "alpha": 1.0, "reference_spread": 0.8,
+                                                        "threshold_one_reference": 1.25})
+    run = lambda *args: CliRunner().invoke(main, ["--model", str(bundle), "--db", str(tmp_path / "s.sqlite3"),
+                                                  *map(str, args)])
+    run("enroll", "solo", cedar(5, 1))
+    run("enroll", "pair", cedar(6, 1), cedar(6, 2))
+    assert "threshold 1.250 (calibrated)" in run("check", "solo", cedar(5, 2)).stdout
+    assert "(adapted)" in run("check", "pair", cedar(6, 3)).stdout
+
+
 def test_import_refuses_an_export_of_another_model(cli, bundle_copy, tmp_path, db):
     cli("enroll", "alice", cedar(5, 1))
     export = tmp_path / "enrolments.json"
