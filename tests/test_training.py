@@ -59,12 +59,17 @@ def test_protocol_gives_zero_error_when_writers_are_separated_and_forgeries_far(
     assert r5["genuine_queries"] == 4 * 3 and r5["skilled_queries"] == 4 * 3 and r5["random_queries"] == 4 * 3
 
 
+def separable_embeddings(signatures, noise, seed):
+    """Unit embeddings: writer w's genuine signatures near axis w, its forgeries near the opposite."""
+    rng = np.random.default_rng(seed)
+    embeddings = np.array([np.eye(8)[int(s.writer)] * (1 if s.genuine else -1) + noise * rng.normal(size=8)
+                           for s in signatures])
+    return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+
+
 def test_calibration_puts_the_threshold_between_genuine_and_forged():
     signatures = fake_signatures()
-    rng = np.random.default_rng(1)
-    embeddings = np.array([np.eye(8)[int(s.writer)] * (1 if s.genuine else -1) + 0.05 * rng.normal(size=8)
-                           for s in signatures])
-    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    embeddings = separable_embeddings(signatures, noise=0.05, seed=1)
     calibration = calibrate(signatures, embeddings, refs=5)
     assert calibration["validation_eer"] == 0.0
     assert 0.0 < calibration["threshold"] < 2.0
@@ -75,11 +80,8 @@ def test_a_user_with_one_reference_is_held_to_the_one_reference_threshold():
     from edge_verify.edge.scoring import user_threshold
 
     signatures = fake_signatures()
-    rng = np.random.default_rng(2)
     # one reference is a noisier anchor than five: genuine queries sit farther from it
-    embeddings = np.array([np.eye(8)[int(s.writer)] * (1 if s.genuine else -1) + 0.3 * rng.normal(size=8)
-                           for s in signatures])
-    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    embeddings = separable_embeddings(signatures, noise=0.3, seed=2)
     calibration = calibrate(signatures, embeddings, refs=5)
     one = evaluate_embeddings(signatures, embeddings, refs_list=(1,), calibration=calibration)[0]
     assert one["frr"] == 0.0 and one["far_skilled"] == 0.0  # separable: the R = 1 threshold separates
