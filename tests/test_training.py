@@ -94,7 +94,7 @@ def test_a_user_with_one_reference_is_held_to_the_one_reference_threshold():
 def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", str(small_dataset), "--layout", "generic", "--out", str(out),
-            "--steps-per-epoch", "2", "--writers-per-batch", "4", "--seed", "3"]
+            "--steps-per-epoch", "2", "--writers-per-batch", "4", "--seed", "3", "--writer-loss", "0.2"]
     result = cli(*args, "--epochs", "1", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "tower.keras").exists() and (out / "history.csv").exists()
@@ -120,6 +120,19 @@ def test_mirrored_writers_are_new_writers_flipped_as_a_whole():
     flipped = mirror(tf.constant(np.repeat(image, 4, axis=0)), tf.constant([0, 1, 2, 3])).numpy()
     assert (flipped[0] == image[0]).all() and (flipped[1] == image[0, :, ::-1]).all()
     assert (flipped[2] == image[0, ::-1]).all() and (flipped[3] == image[0, ::-1, ::-1]).all()
+
+
+def test_writer_loss_is_low_when_each_genuine_signature_sits_on_its_writers_centre():
+    tf = pytest.importorskip("tensorflow")
+    from edge_verify.training.losses import writer_softmax_loss
+
+    centres = tf.constant(np.eye(4, dtype=np.float32))  # writer w's centre: axis w
+    writers = tf.constant([0, 1, 2, 3, 0])
+    genuine = tf.constant([1, 1, 1, 1, 0])
+    on_centre = tf.constant(np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 1]])  # the forgery sits elsewhere
+    swapped = tf.constant(np.eye(4, dtype=np.float32)[[1, 0, 3, 2, 0]])
+    assert float(writer_softmax_loss(on_centre, writers, genuine, centres)) < 0.01
+    assert float(writer_softmax_loss(swapped, writers, genuine, centres)) > 10
 
 
 def test_mirrored_strategy_trains_on_two_logical_cpus(small_dataset, env, tmp_path):

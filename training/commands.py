@@ -53,6 +53,9 @@ def parse_size(ctx, param, text):
               callback=lambda ctx, param, value: int(value),
               help="Also train on mirrored copies of each writer, as new writers: 2 adds left-right "
                    "mirrors, 4 also upside-down ones (class augmentation).")
+@click.option("--writer-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of an extra writer-classification term (cosine softmax over the training "
+                   "writers' genuine signatures); 0: the pair objective alone.")
 @click.option("--learning-rate", default=1e-3, show_default=True)
 @click.option("--margin", type=float, default=None, help="Loss margin (default per objective).")
 @click.option("--mining", type=click.Choice(["hard", "semihard"]), default="hard", show_default=True)

@@ -86,4 +86,17 @@ def koch_loss(embeddings, writers, genuine, head):
     return 0.5 * (masked_mean(bce, label) + masked_mean(bce, tf.logical_not(label)))
 
 
+def writer_softmax_loss(embeddings, writers, genuine, centres, scale=16.0):
+    """Writer classification of the genuine signatures, as an extra term beside a pair objective.
+
+    A cosine softmax (NormFace, Wang et al. 2017): each training writer has a learned unit
+    centre (a column of `centres`, (D, writers)); the logits are `scale` x the cosine of the
+    unit embedding with each centre. Unlike the pairs of one batch, it places every training
+    writer against all the others at each step.
+    """
+    logits = scale * tf.matmul(embeddings, tf.math.l2_normalize(centres, axis=0))
+    cross_entropy = tf.keras.losses.sparse_categorical_crossentropy(writers, logits, from_logits=True)
+    return masked_mean(cross_entropy, tf.cast(genuine, tf.bool))
+
+
 OBJECTIVES = ("contrastive", "triplet", "koch")

@@ -36,13 +36,18 @@ DEFAULT_INPUT_SIZES = {("signatures", "tower"): (96, 192), ("signatures", "koch"
 class SiameseTrainer(keras.Model):
     """Trains a tower with a pairwise objective; `call` is the tower itself."""
 
-    def __init__(self, tower, objective="triplet", margin=None, mining="hard"):
+    def __init__(self, tower, objective="triplet", margin=None, mining="hard", writer_loss=0.0, writers=0):
         super().__init__()
         self.tower = tower
         self.objective = objective
         self.margin = DEFAULT_MARGINS.get(objective) if margin is None else margin
         self.mining = mining
         self.head = build_koch_head(tower.output_shape[-1]) if objective == "koch" else None
+        self.writer_loss = writer_loss
+        if writer_loss:  # one centre per training writer, for losses.writer_softmax_loss
+            if objective == "koch":
+                raise ValueError("--writer-loss needs unit embeddings: use it with contrastive or triplet")
+            self.writer_centres = self.add_weight(shape=(tower.output_shape[-1], writers), name="writer_centres")
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def call(self, images, training=False):
@@ -55,10 +60,16 @@ class SiameseTrainer(keras.Model):
             return losses.triplet_loss(embeddings, writers, genuine, self.margin, self.mining)
         return losses.koch_loss(embeddings, writers, genuine, self.head)
 
+    def total_loss(self, embeddings, writers, genuine):
+        loss = self.pair_loss(embeddings, writers, genuine)
+        if self.writer_loss:
+            loss += self.writer_loss * losses.writer_softmax_loss(embeddings, writers, genuine, self.writer_centres)
+        return loss
+
     def train_step(self, data):
         images, (writers, genuine) = data
         with tf.GradientTape() as tape:
-            loss = self.pair_loss(self(images, training=True), writers, genuine)
+            loss = self.total_loss(self(images, training=True), writers, genuine)
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = loss / replicas
         variables = self.trainable_variables
@@ -248,7 +259,7 @@ class TimeBudget(keras.callbacks.Callback):
 def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epochs=40,
           steps_per_epoch=100, writers_per_batch=12, genuine_per_writer=4, forged_per_writer=4,
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
-          cpu_replicas=0, resume=False, max_minutes=None, mirrors=1):
+          cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -267,7 +278,9 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
     train_images, train_set, metric, score = training_data(data, input_size)
 
     with distribution.scope():
-        trainer = SiameseTrainer(ARCHITECTURES[arch](input_size=input_size), objective, margin, mining)
+        writers = len({(s.dataset, s.writer) for s in train_set}) * mirrors  # the ids writer_batches gives
+        trainer = SiameseTrainer(ARCHITECTURES[arch](input_size=input_size), objective, margin, mining,
+                                 writer_loss, writers)
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
