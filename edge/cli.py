@@ -10,6 +10,7 @@ device profile may supply the others, either through click's ctx.default_map (ke
 "db", "threads", "delegate", and "check": {"threshold": ...}) or with Settings.with_defaults();
 what is left comes from the defaults (the packaged model, the user's data folder, the CPU).
 """
+import importlib
 import json
 import os
 import sys
@@ -17,8 +18,6 @@ import traceback
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import importlib
 
 import click
 
@@ -172,7 +171,6 @@ def main(ctx, model, db, threads, delegate, profile):
         return
     ctx.obj = settings_from_profile(Settings(model=model, db=db, threads=threads, delegate=delegate),
                                     profile, ctx)
-
 
 
 def settings_from_profile(settings: "Settings", name, ctx) -> "Settings":
