@@ -263,9 +263,8 @@ def _verify_and_count(model: Model, store: Store, name: str, embedding: np.ndarr
     verdict = scoring.verify(embedding, enrolled.embeddings, calibration, threshold=threshold)
     if threshold is not None:
         origin = "override"
-    elif verdict.threshold in (float(calibration["threshold"]),
-                               float(calibration.get("threshold_one_reference", calibration["threshold"]))):
-        origin = "calibrated"
+    elif len(enrolled.embeddings) == 1 or verdict.threshold == float(calibration["threshold"]):
+        origin = "calibrated"  # one reference: the bundle's one-reference threshold, unadapted
     else:
         origin = "adapted"
     store.log_check(name, "check", "match" if verdict.match else "no_match",

@@ -99,7 +99,7 @@ def segment_ink(paper: np.ndarray) -> np.ndarray:
     box = slice(top, top + height), slice(left, left + width)
     label_type = cv2.CV_16U if mask_area < 65535 else cv2.CV_32S  # 16-bit labels are faster
     count, labels = cv2.connectedComponents(mask[box], connectivity=8, ltype=label_type)
-    areas = np.bincount(labels[mask[box] > 0], minlength=count)
+    areas = np.bincount(labels.ravel(), minlength=count)  # areas[0], the background, is never kept
     has_strong = np.bincount(labels[paper[box] < strong], minlength=count) > 0
     keep = (areas >= max(2, MIN_SPECK * paper.size)) & has_strong
     keep[0] = False
