@@ -208,8 +208,15 @@ print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(st
 
 
 def run_measured(command: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak memory MB, exit code) of one fresh process (os.wait4's rusage)."""
-    result = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True)
+    """(wall seconds, peak memory MB, exit code) of one fresh process (os.wait4's rusage).
+
+    Python may write bytecode caches: an installed package has them (pip compiles on install),
+    so a shell with PYTHONDONTWRITEBYTECODE set would time the compiler, not the command. The
+    callers' untimed first run writes them.
+    """
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    result = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True,
+                            env=environment)
     try:
         wall, maxrss, code = result.stdout.split()
     except ValueError:
