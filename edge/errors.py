@@ -21,10 +21,6 @@ class ImageError(EdgeVerifyError):
         self.reason = reason
 
 
-class DatasetError(EdgeVerifyError):
-    """A dataset folder does not have the layout it was read as."""
-
-
 class ModelError(EdgeVerifyError):
     """A model bundle is missing, damaged, tampered with or of the wrong kind."""
 

@@ -7,9 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_verify.edge.errors import DatasetError
 from edge_verify.training.datasets import (
-    detect_layout, list_signatures, main, read_signatures, remove_duplicates, select_split,
+    DatasetError, detect_layout, list_signatures, main, read_signatures, remove_duplicates, select_split,
     writer_split,
 )
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_verify.edge.errors import DatasetError
 from edge_verify.edge.preprocess import preprocess
+from edge_verify.training.datasets import DatasetError
 from edge_verify.training.omniglot import (
     load_omniglot, load_one_shot_runs, omniglot_training_set, pixel_similarity, sample_runs,
     score_one_shot,

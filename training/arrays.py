@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from platformdirs import user_cache_dir
 
-from edge_verify.edge.errors import DatasetError, ImageError
+from edge_verify.edge.errors import ImageError
 from edge_verify.edge.preprocess import PREPROCESS_VERSION, preprocess, preprocess_file
+from edge_verify.training.datasets import DatasetError
 
 
 def cache_dir() -> Path:

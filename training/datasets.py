@@ -17,7 +17,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_verify.edge.errors import DatasetError
+from edge_verify.edge.errors import EdgeVerifyError
+
+
+class DatasetError(EdgeVerifyError):
+    """A dataset folder does not have the layout it was read as."""
+
 
 LAYOUTS = ("cedar", "bhsig", "sigcomp", "generic")
 

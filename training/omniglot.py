@@ -19,9 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_verify.edge.errors import DatasetError
 from edge_verify.training.arrays import preprocessed_pixels
-from edge_verify.training.datasets import Signature
+from edge_verify.training.datasets import DatasetError, Signature
 
 IMAGE_SIZE = 105
 WAYS = 20  # training images (classes) per run; also test images per run
