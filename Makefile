@@ -1,32 +1,49 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   enroll and check real signatures with the bundled model
-#   make test   run the test suite (what CI runs)
+#   make test   run the test suite in a device install and in the full one (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+EDGE_VENV ?= .venv-edge
 DEMO   := edge/demo
+# setuptools' note on every editable install ("Editable installation ... folders with the same
+# name as your package") is all an install would print besides pip's own errors.
+QUIET_BUILD := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[edge,train,dev]'
+	$(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e '.[edge,train,dev]'
 	touch $@
 
-demo: $(VENV)/.installed
-	@db=$$(mktemp -d)/demo.db; set -x; \
-	$(BIN)/edge-verify --db $$db enroll alice $(DEMO)/alice_ref_*.jpg && \
-	$(BIN)/edge-verify --db $$db check alice $(DEMO)/alice_genuine.jpg; \
-	$(BIN)/edge-verify --db $$db check alice $(DEMO)/alice_forgery.jpg; \
-	$(BIN)/edge-verify --db $$db check alice $(DEMO)/bob_genuine.jpg; \
-	$(BIN)/edge-verify --db $$db identify $(DEMO)/alice_genuine.jpg; true
+# What a kiosk or a Pi installs: no TensorFlow.
+$(EDGE_VENV)/.installed: pyproject.toml
+	test -x $(EDGE_VENV)/bin/python || $(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(QUIET_BUILD) $(EDGE_VENV)/bin/python -m pip install --quiet -e '.[edge,dev]'
+	touch $@
 
-test: $(VENV)/.installed
+# Each step is shown, then run; NO MATCH (exit 1) is an answer, an error (exit 2) stops the demo.
+demo: $(VENV)/.installed
+	@set -e; db=$$(mktemp -d)/demo.db; \
+	step() { echo "\$$ $(BIN)/edge-verify --db $$db $$*"; $(BIN)/edge-verify --db $$db "$$@" || [ $$? -eq 1 ]; }; \
+	step enroll alice $(DEMO)/alice_ref_*.jpg; \
+	step check alice $(DEMO)/alice_genuine.jpg; \
+	step check alice $(DEMO)/alice_forgery.jpg; \
+	step check alice $(DEMO)/bob_genuine.jpg; \
+	step identify $(DEMO)/alice_genuine.jpg; \
+	echo; echo "The command line is $(BIN)/edge-verify ($(BIN)/edge-verify --help lists its commands)."
+
+# The suite twice: in the device install (the tests that need TensorFlow are skipped), then in
+# the full one.
+test: $(VENV)/.installed $(EDGE_VENV)/.installed
+	EDGE_VERIFY_SUITE=device $(EDGE_VENV)/bin/python -m pytest -q
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed
 	$(BIN)/edge-verify bench $(if $(wildcard runs/koch/koch_head.keras),--baseline runs/koch)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(EDGE_VENV) .pytest_cache

@@ -1,16 +1,16 @@
 """The `edge-verify` command line: a thin wrapper around the public functions of edge_verify.edge.
 
 Exit codes: 0 match / ok, 1 no match, 2 error (one line on stderr: "error: ...").
-Workstation commands (train, evaluate, convert) live in training/ and convert/ and import
-TensorFlow only when they run. Device commands import numpy, OpenCV and the TFLite runtime only
-when they run, so `edge-verify --help` stays instant.
+Workstation commands (train, convert, evaluate, ...) are not part of this package: they are
+registered under the entry-point group COMMAND_GROUP (pyproject.toml) and imported only when
+named. Device commands import numpy, OpenCV and the TFLite runtime only when they run, so
+`edge-verify --help` stays instant.
 
 Settings: a value given on the command line (or its EDGE_VERIFY_* environment variable) wins; a
 device profile may supply the others, either through click's ctx.default_map (keys "model",
 "db", "threads", "delegate", and "check": {"threshold": ...}) or with Settings.with_defaults();
 what is left comes from the defaults (the packaged model, the user's data folder, the CPU).
 """
-import importlib
 import json
 import os
 import sys
@@ -88,27 +88,42 @@ class _Failure(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
-# Workstation commands: imported only when named (or listed by --help), so that a device
-# command does not pay for loading them: click's "lazily loading subcommands" pattern.
-WORKSTATION_COMMANDS = {"train": "edge_verify.training.commands:train",
-                        "evaluate": "edge_verify.training.commands:evaluate",
-                        "evaluate-omniglot": "edge_verify.training.commands:evaluate_omniglot",
-                        "convert": "edge_verify.convert.commands:convert",
-                        "bench": "edge_verify.training.commands:bench"}
+# Commands from outside the device package (the workstation's train, convert, evaluate, ...):
+# whoever provides one registers it under this entry-point group. A device command never looks
+# them up; one is imported only when named (click's "lazily loading subcommands" pattern).
+COMMAND_GROUP = "edge_verify.commands"
+
+
+def registered_commands() -> dict:
+    """{name: entry point} of the commands registered under COMMAND_GROUP, not imported."""
+    from importlib.metadata import entry_points
+    return {point.name: point for point in entry_points(group=COMMAND_GROUP)}
 
 
 class _Group(click.Group):
     """Turns errors into exit code 2 (known ones into one line) and runtime warnings into 'warning: ...'.
-    Loads the workstation commands when they are asked for."""
+    Loads a registered (workstation) command when it is named."""
 
     def list_commands(self, ctx):
-        return sorted([*super().list_commands(ctx), *WORKSTATION_COMMANDS])
+        return sorted({*super().list_commands(ctx), *registered_commands()})
 
     def get_command(self, ctx, name):
-        if name not in WORKSTATION_COMMANDS:
-            return super().get_command(ctx, name)
-        module, attribute = WORKSTATION_COMMANDS[name].split(":")
-        return getattr(importlib.import_module(module), attribute)
+        command = super().get_command(ctx, name)
+        if command is None and name in (registered := registered_commands()):
+            command = registered[name].load()
+        return command
+
+    def format_commands(self, ctx, formatter):
+        """The device commands with their one-line help, then the registered ones by name only:
+        listing those must not import them."""
+        device = [(name, command) for name, command in sorted(self.commands.items()) if not command.hidden]
+        limit = formatter.width - 6 - max(len(name) for name, _ in device)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in device])
+        others = sorted(set(registered_commands()) - set(self.commands))
+        if others:
+            with formatter.section("Workstation commands (edge-verify[train]; COMMAND --help for each)"):
+                formatter.write_text(", ".join(others))
 
     def invoke(self, ctx):
         with warnings.catch_warnings():
@@ -166,7 +181,7 @@ def _emit(as_json: bool, data, text: str) -> None:
 @click.pass_context
 def main(ctx, model, db, threads, delegate, profile):
     """Offline handwritten-signature verification on the device."""
-    if ctx.resilient_parsing or ctx.invoked_subcommand in WORKSTATION_COMMANDS:
+    if ctx.resilient_parsing or ctx.invoked_subcommand not in ctx.command.commands:  # a registered one
         ctx.obj = Settings(model=model, db=db, threads=threads, delegate=delegate)
         return
     ctx.obj = settings_from_profile(Settings(model=model, db=db, threads=threads, delegate=delegate),

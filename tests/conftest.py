@@ -1,23 +1,27 @@
-"""Shared fixtures: real signatures and a tiny int8 model bundle built once per test session.
+"""Shared fixtures: real signatures and the tiny int8 model bundle of tests/data.
 
-The tiny bundle is an untrained Conv2D/pool/Dense network with an L2-normalised output, converted
-with TFLiteConverter to full-integer int8 exactly as a real bundle is. It tests the runtime, the
-store and the CLI without waiting for a trained model; it says nothing about accuracy.
+The tiny bundle (tests/data/tiny_bundle, made by tests/data/make_tiny_bundle.py) is an untrained
+Conv2D/pool/Dense network with an L2-normalised output, converted to full-integer int8 by the
+converter exactly as a real bundle is. It tests the runtime, the store and the CLI without
+TensorFlow and without a trained model; it says nothing about accuracy.
+
+Tests that need the workstation (TensorFlow) say so with pytest.importorskip("tensorflow"), so
+the suite also runs in a device install (`pip install -e '.[edge,dev]'`).
 """
-import hashlib
 import json
 import shutil
 import sqlite3
-import warnings
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from edge_verify.edge.preprocess import INPUT_SIZE, PREPROCESS_VERSION, preprocess_file
+from edge_verify.edge.preprocess import PREPROCESS_VERSION
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CEDAR = DATASETS / "cedar"
+TINY_BUNDLE = Path(__file__).resolve().parent / "data" / "tiny_bundle"
 EMBEDDING_SIZE = 32
 
 
@@ -34,62 +38,36 @@ def cedar(writer: int, sample: int, kind: str = "original") -> Path:
     return CEDAR / f"{kind}_{writer}_{sample}.jpg"
 
 
-def write_bundle(folder: Path, int8_model: bytes, float_model: bytes, calibration: dict) -> Path:
-    """A bundle folder with manifest.json and sha256s as the README ("Model bundle") describes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"model_int8.tflite": int8_model, "model_float32.tflite": float_model}
-    for name, content in files.items():
-        (folder / name).write_bytes(content)
-    height, width = INPUT_SIZE
-    manifest = {
-        "format": "edge-verify-bundle/1",
-        "input": {"height": height, "width": width, "channels": 1, "dtype": "int8"},
-        "output": {"embedding_size": EMBEDDING_SIZE, "dtype": "int8"},
-        "preprocess_version": PREPROCESS_VERSION,
-        "calibration": calibration,
-        "files": {name: hashlib.sha256(content).hexdigest() for name, content in files.items()},
-        "versions": {"edge_verify": "test"},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return folder
+FRESH_PROCESS = """
+import json, sys
+from edge_verify.edge.cli import main
+modules_file, sys.argv = sys.argv[1], ["edge-verify"] + sys.argv[2:]
+try:
+    main()
+finally:
+    with open(modules_file, "w") as file:
+        json.dump(sorted(sys.modules), file)
+"""
 
 
-def build_tiny_models(signatures: np.ndarray, folder: Path) -> tuple[bytes, bytes]:
-    """(int8 .tflite, float32 .tflite) of an untrained, seeded embedding network, made by the
-    converter's own export and conversion steps."""
-    import keras
-
-    from edge_verify.convert.convert import export_saved_model, tflite_model
-
-    keras.utils.set_random_seed(0)
-    height, width = INPUT_SIZE
-    image = keras.Input((height, width, 1))
-    x = keras.layers.Conv2D(8, 5, strides=4, activation="relu")(image)
-    x = keras.layers.AveragePooling2D(4)(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(EMBEDDING_SIZE)(x)
-    tower = keras.Model(image, keras.layers.UnitNormalization(name="embedding")(x))
-    export_saved_model(tower, folder / "saved_model")
-    representative = signatures[..., None].astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected": they are
-        return (tflite_model(folder / "saved_model", "int8", representative),
-                tflite_model(folder / "saved_model", "float32"))
-
-
-TINY_CALIBRATION = {"threshold": 1.0, "alpha": 0.0, "reference_spread": 0.8}
+def edge_verify_process(folder: Path, *args) -> tuple[int, set[str], list[str]]:
+    """Run `edge-verify ARGS` in a new process, as on the device: (exit code, the modules it
+    imported, its stderr lines). The list of modules is written into `folder`."""
+    modules_file = Path(folder) / "modules.json"
+    command = [sys.executable, "-c", FRESH_PROCESS, str(modules_file), *map(str, args)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return run.returncode, set(json.loads(modules_file.read_text())), run.stderr.splitlines()
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
-    """A valid int8 bundle (threshold 1.0, no per-user adaptation). Do not modify it: copy it."""
-    if not CEDAR.is_dir():
-        pytest.skip(f"needs the CEDAR data set in {CEDAR}")
-    samples = [cedar(writer, sample) for writer in (1, 2, 3, 4) for sample in (1, 2, 3)]
-    signatures = np.stack([preprocess_file(path) for path in samples])
-    int8_model, float_model = build_tiny_models(signatures, tmp_path_factory.mktemp("tiny_tower"))
-    return write_bundle(tmp_path_factory.mktemp("bundle") / "tiny", int8_model, float_model,
-                        TINY_CALIBRATION)
+    """A valid int8 bundle (threshold 1.0, no per-user adaptation): a session copy of
+    tests/data/tiny_bundle. Do not modify it: copy it (bundle_copy)."""
+    manifest = json.loads((TINY_BUNDLE / "manifest.json").read_text())
+    if manifest["preprocess_version"] != PREPROCESS_VERSION:
+        pytest.fail(f"tests/data/tiny_bundle was made for preprocessing {manifest['preprocess_version']}, "
+                    f"this is {PREPROCESS_VERSION}: run .venv/bin/python tests/data/make_tiny_bundle.py")
+    return Path(shutil.copytree(TINY_BUNDLE, tmp_path_factory.mktemp("bundle") / "tiny"))
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The device benchmark runs end to end and reports every figure (speed is printed, never asserted)."""
 import json
 
-from edge_verify.edge.benchmark import TARGETS, main
+from edge_verify.tools.benchmark import TARGETS, main
 
 
 def test_quick_benchmark_reports_every_figure(tiny_bundle, tmp_path, capsys):

@@ -3,15 +3,13 @@ import ctypes.util
 import json
 import re
 import sqlite3
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import cedar, dump, rewrite_manifest
+from conftest import cedar, dump, edge_verify_process, rewrite_manifest
 from edge_verify.edge import store as store_module
 from edge_verify.edge.cli import Settings, main
 
@@ -297,25 +295,9 @@ def test_a_locked_store(cli, db, enrolled, monkeypatch):
 # ------------------------------------------------------------------ a fresh process, as on the device
 
 
-FRESH_PROCESS = """
-import json, sys
-from edge_verify.edge.cli import Settings, main
-modules_file, sys.argv = sys.argv[1], ["edge-verify"] + sys.argv[2:]
-try:
-    main()
-finally:
-    with open(modules_file, "w") as file:
-        json.dump(sorted(sys.modules), file)
-"""
-
-
 def fresh_process(tiny_bundle, db, *args):
     """Run the CLI in a new process, as on the device: (exit code, modules it imported, stderr lines)."""
-    modules_file = db.parent / "modules.json"
-    command = [sys.executable, "-c", FRESH_PROCESS, str(modules_file),
-               "--model", str(tiny_bundle), "--db", str(db), *map(str, args)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    return run.returncode, set(json.loads(modules_file.read_text())), run.stderr.splitlines()
+    return edge_verify_process(db.parent, "--model", tiny_bundle, "--db", db, *args)
 
 
 def test_enroll_and_check_never_import_tensorflow_nor_the_workstation_code(tiny_bundle, tmp_path):

@@ -43,6 +43,7 @@ def test_int8_embeddings_agree_with_the_float32_model(tiny_bundle, model, signat
 
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_tensorflow_lite_is_a_last_resort_with_a_warning(tiny_bundle, model, signatures):
+    pytest.importorskip("tensorflow")
     with pytest.warns(RuntimeFallbackWarning, match="tensorflow.lite"):
         fallback = load_model(tiny_bundle, backend="tensorflow")
     assert fallback.runtime == "tensorflow"

@@ -134,7 +134,7 @@ def test_enrolment_killed_at_any_moment_leaves_every_user_whole_or_absent(tiny_b
 
 
 def test_checks_and_enrolments_at_once_all_answer_and_lose_nothing(tiny_bundle, tmp_path):
-    from edge_verify.edge import stress
+    from edge_verify.tools import stress
 
     figures = stress.run(3, checkers=4, enrollers=1, model=tiny_bundle, db=tmp_path / "store.sqlite3",
                          key=os.urandom(32))

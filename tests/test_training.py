@@ -92,6 +92,7 @@ def test_a_user_with_one_reference_is_held_to_the_one_reference_threshold():
 
 
 def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env, tmp_path):
+    pytest.importorskip("tensorflow")
     out = tmp_path / "run"
     args = ["train", "--data", str(small_dataset), "--layout", "generic", "--out", str(out),
             "--steps-per-epoch", "2", "--writers-per-batch", "4", "--seed", "3", "--writer-loss", "0.2"]
@@ -136,6 +137,7 @@ def test_writer_loss_is_low_when_each_genuine_signature_sits_on_its_writers_cent
 
 
 def test_mirrored_strategy_trains_on_two_logical_cpus(small_dataset, env, tmp_path):
+    pytest.importorskip("tensorflow")
     out = tmp_path / "mirrored"
     result = cli("train", "--data", str(small_dataset), "--out", str(out), "--epochs", "1",
                  "--steps-per-epoch", "2", "--writers-per-batch", "4", "--objective", "koch",
@@ -146,6 +148,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(small_dataset, env, tmp_pa
 
 
 def test_evaluate_writes_report_and_det_curve_for_a_keras_tower(small_dataset, env, tmp_path):
+    pytest.importorskip("tensorflow")
     out = tmp_path / "run"
     assert cli("train", "--data", str(small_dataset), "--out", str(out), "--epochs", "1",
                "--steps-per-epoch", "1", "--writers-per-batch", "4", env=env).returncode == 0
@@ -166,6 +169,7 @@ OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "omnigl
 
 
 def test_omniglot_smoke_run_gives_a_tower_that_evaluate_omniglot_scores(env, tmp_path):
+    pytest.importorskip("tensorflow")
     images = np.load(OMNIGLOT / "images_background.npz")
     folder = tmp_path / "omniglot-small"  # 8 training and 20 validation characters
     folder.mkdir()

@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from edge_verify.edge import scoring
-from edge_verify.edge.benchmark import (DATASETS, QUERY, REFERENCES, SAMPLES, bench_check, bench_cli_check,
-                                        bench_embed, bench_identify, bench_preprocess, machine_facts,
-                                        one_core, resized_jpeg, run_measured, timings_ms)
 from edge_verify.edge.errors import ModelError
 from edge_verify.edge.image_io import load_image
 from edge_verify.edge.inference import MODEL_FILES, load_bundle, load_model, runtime_version
 from edge_verify.edge.preprocess import preprocess
+from edge_verify.tools.benchmark import (DATASETS, QUERY, REFERENCES, SAMPLES, bench_check, bench_cli_check,
+                                        bench_embed, bench_identify, bench_preprocess, machine_facts,
+                                        one_core, resized_jpeg, run_measured, timings_ms)
 from edge_verify.training.datasets import DatasetError
 from edge_verify.training.evaluate import KOCH_MATCH, evaluate_embeddings, koch_evaluate_embeddings
 

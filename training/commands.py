@@ -170,7 +170,7 @@ def bench(bundle, baseline_run, tower_path, datasets, out_dir, quick, as_json):
     need_tensorflow()
     import json
 
-    from edge_verify.edge.benchmark import DATASETS
+    from edge_verify.tools.benchmark import DATASETS
     from edge_verify.training.bench import command_line, run_bench, text_table, write_report
 
     report = run_bench(bundle, baseline_run, tower_path, datasets or DATASETS, quick)

@@ -1,6 +1,6 @@
 """Speed and memory of the device path on this machine, on one core (issue 5's figures):
 
-    python -m edge_verify.edge.benchmark [--model BUNDLE_DIR] [--datasets DIR] [--quick] [--json OUT]
+    python -m edge_verify.tools.benchmark [--model BUNDLE_DIR] [--datasets DIR] [--quick] [--json OUT]
 
 Each function times one stage and returns plain numbers (medians, warm-up excluded), so the
 figures can be printed, compared between devices or stored. Targets are printed, never asserted.
@@ -339,14 +339,14 @@ def print_table(report: dict) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m edge_verify.edge.benchmark", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edge_verify.tools.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--model", metavar="BUNDLE_DIR", help="model bundle (default: the packaged one)")
     parser.add_argument("--datasets", metavar="DIR", default=DATASETS, help=f"default: {DATASETS}")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 1k users enrolled (< 30 s)")
     parser.add_argument("--json", metavar="OUT", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     report = run_benchmark(args.model, args.datasets, args.quick)
-    report["command"] = shlex.join(["python", "-m", "edge_verify.edge.benchmark",
+    report["command"] = shlex.join(["python", "-m", "edge_verify.tools.benchmark",
                                     *(sys.argv[1:] if argv is None else argv)])
     print_table(report)
     if args.json:

@@ -1,6 +1,6 @@
 """Stress the store: several processes check while another enrols, all on one store file.
 
-    python -m edge_verify.edge.stress [--seconds 60] [--checkers 4] [--enrollers 1] [--db PATH]
+    python -m edge_verify.tools.stress [--seconds 60] [--checkers 4] [--enrollers 1] [--db PATH]
 
 Every checking process checks random enrolled users against the demo signatures (edge/demo),
 opening the store for each check as one `edge-verify check` call does. Every enrolling process
@@ -22,7 +22,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-DEMO = Path(__file__).resolve().parent / "demo"
+from edge_verify import edge
+
+DEMO = Path(edge.__file__).resolve().parent / "demo"  # the demo signatures shipped with the device package
 REFERENCE_SETS = [[DEMO / f"alice_ref_{i}.jpg" for i in combination]
                   for combination in itertools.combinations(range(1, 6), 3)]
 QUERIES = [DEMO / "alice_genuine.jpg", DEMO / "alice_forgery.jpg", DEMO / "bob_genuine.jpg"]
@@ -211,7 +213,7 @@ def passed(figures: dict) -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge_verify.edge.stress",
+    parser = argparse.ArgumentParser(prog="python -m edge_verify.tools.stress",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to run [60]")
     parser.add_argument("--checkers", type=int, default=4, help="checking processes [4]")
