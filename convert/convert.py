@@ -12,6 +12,7 @@ The operating threshold is calibrated on validation writers with the int8 model,
 what the device runs.
 """
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -103,7 +104,48 @@ def convert(model_path, calib_dirs, out_dir, float16=False, force=False, onnx=Tr
 
     `calib_dirs` are dataset folders [(root, layout or None)]: their training writers feed the
     int8 calibration, their validation writers the accuracy guard and the threshold.
+    The bundle is written into a temporary folder beside `out_dir` and takes its place only when
+    the accuracy guard passes (or `force`): a failed conversion leaves the old bundle untouched.
     """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.converting-", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would follow the bundle into place
+    try:
+        manifest = write_bundle(model_path, calib_dirs, staging, float16, force, onnx, seed)
+        swap_in(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def swap_in(staging: Path, out_dir: Path) -> None:
+    """Put the bundle folder `staging` in the place of `out_dir` (two renames). What the old folder
+    holds besides its bundle (entries its manifest does not list: a model card, evaluation
+    reports) is copied into the new one first, unless the new bundle has an entry of that name."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    try:
+        listed = set(json.loads((out_dir / "manifest.json").read_text())["files"]) | {"manifest.json"}
+    except (OSError, ValueError, KeyError, TypeError):  # no readable manifest: keep every other entry
+        listed = set()
+    for entry in out_dir.iterdir():
+        if entry.name not in listed and not (staging / entry.name).exists():
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, staging / entry.name)
+    old = staging.with_name(staging.name + ".old")
+    out_dir.rename(old)
+    try:
+        staging.rename(out_dir)
+    except OSError:
+        old.rename(out_dir)
+        raise
+    shutil.rmtree(old)
+
+
+def write_bundle(model_path, calib_dirs, out_dir, float16, force, onnx, seed):
+    """convert()'s work, into the new folder `out_dir`: raises AccuracyGuardError when the guard
+    fails, unless `force`."""
     import keras
 
     from edge_verify.convert import edgetpu, onnx_export

@@ -1,6 +1,7 @@
 """The converter: a real (small) tower becomes a bundle the device runtime loads and trusts."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import cedar
+
+pytest.importorskip("tensorflow")  # training and converting are workstation work
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +60,45 @@ def test_guard_refuses_an_int8_model_worse_than_float(bundle, small_dataset, tmp
     with pytest.raises(conversion.AccuracyGuardError, match="--force"):
         conversion.convert(bundle.parent / "run" / "tower.keras", [(small_dataset, None)], tmp_path / "b",
                            onnx=False)
+    assert list(tmp_path.iterdir()) == []  # no half-written bundle, no temporary folder left
+
+
+def contents(folder):
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_failed_guard_leaves_the_old_bundle_untouched(bundle, small_dataset, tmp_path, monkeypatch):
+    from edge_verify.convert import convert as conversion
+
+    old = shutil.copytree(bundle, tmp_path / "bundle")
+    before = contents(old)
+    monkeypatch.setattr(conversion, "MIN_COSINE", 1.01)
+    with pytest.raises(conversion.AccuracyGuardError):
+        conversion.convert(bundle.parent / "run" / "tower.keras", [(small_dataset, None)], old, onnx=False)
+    assert contents(old) == before and [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_a_conversion_replaces_the_old_bundle_whole_and_keeps_what_lies_beside_it(bundle, small_dataset,
+                                                                                 tmp_path, monkeypatch):
+    """The new bundle takes the folder's place: an old model file it does not write is gone; a
+    model card and evaluation reports that the old manifest does not list stay."""
+    from edge_verify.convert import convert as conversion
+
+    old = shutil.copytree(bundle, tmp_path / "bundle")
+    (old / "model_float16.tflite").write_bytes(b"old float16 model")
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["files"]["model_float16.tflite"] = "0" * 64
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    (old / "MODEL_CARD.md").write_text("# the card\n")
+    (old / "evaluation").mkdir()
+    (old / "evaluation" / "cedar.json").write_text("{}")
+    monkeypatch.setattr(conversion, "MIN_COSINE", 1.01)  # the guard fails: --force keeps the bundle
+    new = conversion.convert(bundle.parent / "run" / "tower.keras", [(small_dataset, None)], old,
+                             force=True, onnx=False)
+    assert json.loads((old / "manifest.json").read_text()) == new and not new["accuracy_guard"]["passed"]
+    assert set(new["files"]) == {"model_int8.tflite", "model_float32.tflite", "README.md"}
+    assert not (old / "model_float16.tflite").exists() and not (old / "model.onnx").exists()
+    assert (old / "MODEL_CARD.md").read_text() == "# the card\n" and (old / "evaluation" / "cedar.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"] and old.stat().st_mode & 0o777 == 0o755
+    from edge_verify.edge.inference import load_model
+    assert load_model(old).bundle.manifest["files"] == new["files"]
