@@ -13,17 +13,19 @@ QUIET_BUILD := PYTHONWARNINGS="ignore:Editable installation"
 .PHONY: demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e '.[edge,train,dev]'
-	touch $@
+	@echo "installing edge-verify[edge,train,dev] into $(VENV) (TensorFlow included: minutes the first time)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e '.[edge,train,dev]'
+	@touch $@
 
 # What a kiosk or a Pi installs: no TensorFlow.
 $(EDGE_VENV)/.installed: pyproject.toml
-	test -x $(EDGE_VENV)/bin/python || $(PYTHON) -m venv $(EDGE_VENV)
-	$(EDGE_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(QUIET_BUILD) $(EDGE_VENV)/bin/python -m pip install --quiet -e '.[edge,dev]'
-	touch $@
+	@echo "installing edge-verify[edge,dev] into $(EDGE_VENV) (a device install: no TensorFlow)"
+	@test -x $(EDGE_VENV)/bin/python || $(PYTHON) -m venv $(EDGE_VENV)
+	@$(EDGE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@$(QUIET_BUILD) $(EDGE_VENV)/bin/python -m pip install --quiet -e '.[edge,dev]'
+	@touch $@
 
 # Each step is shown, then run; NO MATCH (exit 1) is an answer, an error (exit 2) stops the demo.
 demo: $(VENV)/.installed
