@@ -259,3 +259,45 @@ def test_command_line_prints_split_counts(tmp_path, capsys):
     assert rows["all"] == ["10", "21", "10", "1"]
     assert main([str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the four added sets
+
+
+@pytest.mark.parametrize("name, layout, writers, genuine, forged", [
+    ("svc2004", "generic", 40, 800, 800),
+    ("mcyt100-online", "strokes", 100, 1100, 750),
+    ("sigwicomp2013-japanese", "strokes", 11, 462, 396),
+])
+def test_added_sets_are_read_with_the_counts_of_their_readme(name, layout, writers, genuine, forged):
+    signatures = read_signatures(DATASETS / name)
+    assert detect_layout(DATASETS / name) == layout
+    assert len({s.writer for s in signatures}) == writers
+    assert Counter(s.genuine for s in signatures) == {True: genuine, False: forged}
+    assert not select_split(signatures, "test")  # training data: only some writers are held out for validation
+
+
+def test_crossmedia_writers_are_people_writing_one_name_forged_by_others_of_the_same_split():
+    signatures = read_signatures(DATASETS / "crossmedia-chinese")
+    genuine = [s for s in signatures if s.genuine]
+    assert len(genuine) == 4174 and len({s.writer for s in genuine}) == 1110  # 111 people x 10 names
+    owner = {s.path: s.writer for s in genuine}
+    for s in signatures:
+        if not s.genuine:
+            forger = owner[s.path]
+            assert forger != s.writer and forger[-2:] == s.writer[-2:]  # another person, the same name
+            assert writer_split(s.dataset, forger) == writer_split(s.dataset, s.writer)
+    assert writer_split("crossmedia-chinese", "e095-03") == "val"
+    assert writer_split("crossmedia-chinese", "c09-03") == "train"  # control writers are another series
+
+
+def test_the_device_rendering_of_a_stroke_file_is_variant_0_and_other_variants_differ():
+    from edge_verify.edge.capture.pad import read_stroke_file, render_strokes
+    from edge_verify.training.strokes import render_variant
+
+    path = DATASETS / "mcyt100-online" / "writer_001" / "genuine" / "genuine_01.csv"
+    device = render_strokes(read_stroke_file(path))
+    assert np.array_equal(render_variant(path, 0), device)
+    variants = [render_variant(path, v) for v in (1, 2)]
+    assert all(v.dtype == np.uint8 and v.shape != device.shape or not np.array_equal(v, device) for v in variants)
+    assert np.array_equal(render_variant(path, 1), variants[0])  # a variant is the same every time

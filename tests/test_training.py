@@ -194,3 +194,76 @@ def test_input_size_must_read_height_x_width(env, tmp_path):
     result = cli("train", "--data", str(OMNIGLOT), "--out", str(tmp_path / "run"),
                  "--input-size", "32by32", env=env)
     assert result.returncode == 2 and "HxW" in result.stderr
+
+
+def writer_scores(writers, overlap, seed=0):
+    """protocol_scores-shaped scores: genuine near 0, skilled near 1 - overlap."""
+    rng = np.random.default_rng(seed)
+    return {("d", str(w)): {"genuine": rng.normal(0.0, 0.3, 10), "skilled": rng.normal(1.0 - overlap, 0.3, 10),
+                            "random": rng.normal(1.5, 0.3, 5), "spread": 0.3} for w in range(writers)}
+
+
+def test_bootstrap_interval_holds_the_eer_and_narrows_with_more_writers():
+    from edge_verify.training.evaluate import bootstrap_eer, pooled
+
+    few, many = writer_scores(8, 0.5), writer_scores(200, 0.5)
+    for scores in (few, many):
+        eer = equal_error_rate(pooled(scores, "genuine"), pooled(scores, "skilled"))[0]
+        low, high = bootstrap_eer(scores, reps=300)
+        assert low <= eer <= high
+    assert np.ptp(bootstrap_eer(many, reps=300)) < np.ptp(bootstrap_eer(few, reps=300)) / 2
+
+
+def test_paired_bootstrap_tells_a_better_model_from_an_equal_one():
+    from edge_verify.training.evaluate import paired_bootstrap_difference
+
+    worse, better = writer_scores(40, 0.6, seed=1), writer_scores(40, 0.1, seed=2)
+    low, high = paired_bootstrap_difference(better, worse, reps=300)
+    assert high < 0  # better's EER is lower on every resample of the writers
+    assert paired_bootstrap_difference(worse, worse, reps=300) == [0.0, 0.0]
+
+
+def test_validation_pool_weighs_each_dataset_the_same():
+    from edge_verify.training.evaluate import pool_eer
+
+    signatures = fake_signatures(writers=4) + [Signature("other", s.writer, s.genuine, s.sample, Path(f"o{s.path}"))
+                                               for s in fake_signatures(writers=4)]
+    separated = separable_embeddings(signatures[:len(signatures) // 2], noise=0.05, seed=3)
+    mixed = np.random.default_rng(4).normal(size=separated.shape)
+    pool = pool_eer(signatures, np.concatenate([separated, mixed / np.linalg.norm(mixed, axis=1, keepdims=True)]))
+    assert pool["datasets"]["fake"] == 0.0 and pool["datasets"]["other"] > 0.2
+    assert pool["eer"] == pytest.approx(pool["datasets"]["other"] / 2)
+
+
+def test_batches_draw_big_and_small_datasets_by_the_square_root_of_their_people():
+    from edge_verify.training.train import writer_weights
+
+    keys = [("big", f"e{p:03d}-{n:02d}") for p in range(100) for n in range(10)] + [("small", str(w)) for w in range(4)]
+    weights = writer_weights(keys)
+    share = lambda d: sum(v for k, v in weights.items() if k[0] == d)
+    assert share("big") / share("small") == pytest.approx(10 / 2)  # sqrt(100 people) : sqrt(4)
+
+
+def test_augmentation_leaves_the_background_exactly_zero():
+    tf = pytest.importorskip("tensorflow")
+    from edge_verify.training.augment import augment
+
+    images = np.zeros((8, 32, 64, 1), np.float32)
+    images[:, 12:20, 20:44] = 0.8  # a bar of ink in the middle
+    out = augment(tf.constant(images)).numpy()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert (out[:, :4] == 0).all() and (out[:, -4:] == 0).all()  # far from the ink: untouched paper
+    assert (out > 0).any()
+
+
+def test_floor_descriptor_tells_apart_different_shapes_and_is_unit_length():
+    pytest.importorskip("skimage")
+    from edge_verify.training.floor import hog_descriptors
+
+    images = np.zeros((3, 96, 192, 1), np.float32)
+    images[0, 40:56, 20:170] = 1.0      # a horizontal bar
+    images[1, 41:57, 22:172] = 1.0      # nearly the same bar
+    images[2, 10:86, 88:104] = 1.0      # a vertical bar
+    d = hog_descriptors(images)
+    assert np.allclose(np.linalg.norm(d, axis=1), 1.0)
+    assert np.linalg.norm(d[0] - d[1]) < np.linalg.norm(d[0] - d[2])

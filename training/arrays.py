@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from platformdirs import user_cache_dir
 
-from edge_verify.edge.errors import ImageError
+from edge_verify.edge.errors import CaptureError, ImageError
 from edge_verify.edge.preprocess import PREPROCESS_VERSION, preprocess, preprocess_file
-from edge_verify.training.datasets import DatasetError
+from edge_verify.training.datasets import STROKE_SUFFIXES, DatasetError
+from edge_verify.training.strokes import render_variant
 
 
 def cache_dir() -> Path:
@@ -25,17 +26,19 @@ def _cache_key(signatures, size) -> str:
     digest = hashlib.sha256(f"{PREPROCESS_VERSION}|{size}".encode())
     for s in signatures:
         stat = s.path.stat()
-        digest.update(f"{s.path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        digest.update(f"{s.path}|{stat.st_size}|{stat.st_mtime_ns}|{s.variant}".encode())
     return digest.hexdigest()[:20]
 
 
 # Workers raise DatasetError (one message, pickles back to the pool) for an unusable image:
 # an ImageError would not unpickle in the parent, and the pool would wait for ever.
 def _preprocess_one(job):
-    path, size = job
+    path, size, variant = job
     try:
+        if path.suffix.lower() in STROKE_SUFFIXES:  # pen strokes: drawn first, as the pad path does
+            return np.round(preprocess(render_variant(path, variant), size) * 255).astype(np.uint8)
         return np.round(preprocess_file(path, size) * 255).astype(np.uint8)
-    except ImageError as error:
+    except (ImageError, CaptureError) as error:
         raise DatasetError(f"{path}: {error}") from None
 
 
@@ -62,7 +65,7 @@ def _cached(path: Path, function, jobs, workers) -> np.ndarray:
 def preprocessed_images(signatures, size, workers=None) -> np.ndarray:
     """uint8 (N, H, W) for the signatures, in their order; computed once, then read from cache."""
     path = cache_dir() / f"signatures-{_cache_key(signatures, size)}.npy"
-    return _cached(path, _preprocess_one, [(s.path, tuple(size)) for s in signatures], workers)
+    return _cached(path, _preprocess_one, [(s.path, tuple(size), s.variant) for s in signatures], workers)
 
 
 def preprocessed_pixels(images: np.ndarray, size, workers=None) -> np.ndarray:

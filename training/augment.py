@@ -2,7 +2,8 @@
 
 Works on batches (B, H, W, 1) of ink-high images in [0, 1], inside the tf.data pipeline:
 small rotation, scale, shear and shift; thicker or thinner strokes; blur; ink intensity;
-sensor noise and paper texture.
+grain on the ink. The background stays exactly 0, as `preprocess` leaves it on the device
+(paper texture and noise are handled by preprocessing, so the network never sees them).
 """
 from functools import cache
 
@@ -39,12 +40,6 @@ def per_image(batch_size, probability):
     return tf.random.uniform((batch_size, 1, 1, 1)) < probability
 
 
-def paper_texture(shape, amplitude):
-    """Low-frequency blotches, as left by a grey or textured paper background."""
-    coarse = tf.random.uniform((shape[0], shape[1] // 8, shape[2] // 8, 1))
-    return amplitude * tf.image.resize(coarse, shape[1:3], method="bilinear")
-
-
 def augment(images):
     """Return a randomly altered copy of a batch of preprocessed signatures."""
     shape = tf.shape(images)
@@ -54,6 +49,7 @@ def augment(images):
     x = tf.where(per_image(batch, 0.15), erode(x), x)
     x = tf.where(per_image(batch, 0.3), blur(x), x)
     x = x * tf.random.uniform((batch, 1, 1, 1), 0.7, 1.2)
-    x = x + paper_texture(shape, tf.random.uniform((batch, 1, 1, 1), 0.0, 0.08))
-    x = x + tf.random.normal(shape, stddev=1.0) * tf.random.uniform((batch, 1, 1, 1), 0.0, 0.04)
+    # Grain on the ink only: the background stays exactly 0, as preprocess leaves every device image.
+    noise = tf.random.normal(shape, stddev=1.0) * tf.random.uniform((batch, 1, 1, 1), 0.0, 0.04)
+    x = tf.where(x > 0, x + noise, 0.0)
     return tf.clip_by_value(x, 0.0, 1.0)

@@ -56,6 +56,9 @@ def parse_size(ctx, param, text):
 @click.option("--writer-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of an extra writer-classification term (cosine softmax over the training "
                    "writers' genuine signatures); 0: the pair objective alone.")
+@click.option("--stroke-variants", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Draw each training pen-stroke file this many ways (pen width, pressure response, "
+                   "ink, paper); 1: only as the device's pad renderer draws it.")
 @click.option("--learning-rate", default=1e-3, show_default=True)
 @click.option("--margin", type=float, default=None, help="Loss margin (default per objective).")
 @click.option("--mining", type=click.Choice(["hard", "semihard"]), default="hard", show_default=True)
@@ -84,18 +87,22 @@ def train(data_dirs, layouts, out_dir, **options):
 
 
 @click.command()
-@click.option("--model", default=None, help="Bundle folder, a .tflite inside one, or a .keras tower "
-              "(default: the bundled model).")
-@click.option("--data", "root", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--model", default=None, help="Bundle folder, a .tflite inside one, a .keras tower, or hog "
+              "(the non-learned floor) (default: the bundled model).")
+@click.option("--data", "roots", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Dataset folder; repeat for several (each is scored on its own).")
 @click.option("--layout", type=click.Choice(LAYOUTS), default=None, help="Detected when omitted.")
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True)
 @click.option("--refs", default="1,5,10", show_default=True, help="Numbers of references R, comma-separated.")
+@click.option("--no-floor", is_flag=True, help="Do not score the non-learned floor beside the model.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the JSON report here, and a DET curve PNG beside it.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def evaluate(model, root, layout, split, refs, report_path, as_json):
-    """Score a model on a dataset with the protocol of EVALUATION.md."""
+              help="Write the JSON report here (one --data; with several, NAME_<dataset>.json), "
+                   "and a DET curve PNG beside each.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+def evaluate(model, roots, layout, split, refs, no_floor, report_path, as_json):
+    """Score a model on datasets with the protocol of EVALUATION.md, beside the floor."""
     import json
+    from pathlib import Path
 
     from edge_verify.training.evaluate import evaluate_model
     from edge_verify.training.report import write_report
@@ -106,20 +113,43 @@ def evaluate(model, root, layout, split, refs, report_path, as_json):
         raise click.BadParameter(f"{refs!r} is not a comma-separated list of numbers", param_hint="--refs")
     if model is not None and str(model).endswith(".keras"):  # bundles run on LiteRT alone
         need_tensorflow()
-    report, scores = evaluate_model(model, root, layout, split, refs_list)
-    if report_path:
-        write_report(report, scores, report_path)
+    reports = []
+    for root in roots:
+        report, scores = evaluate_model(model, root, layout, split, refs_list, floor=not no_floor)
+        reports.append(report)
+        if report_path:
+            path = Path(report_path)
+            if len(roots) > 1:
+                path = path.with_name(f"{path.stem}_{report['dataset']}{path.suffix}")
+            write_report(report, scores, path)
+        if not as_json:
+            click.echo(text_report(report))
     if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    click.echo(f"{report['dataset']}, {split} writers, model {report['model']}")
-    click.echo("  R    EER    AUC    FRR  FAR-skilled  FAR-random  (at threshold "
-               f"{report['calibration']['threshold']:.3f})")
+        click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+
+
+def text_report(report):
+    """The report as a table: EER with its bootstrap interval, the floor's beside it."""
     percent = lambda value: "    -" if value is None else f"{100 * value:5.2f}"
-    for r in report["results"]:
-        click.echo(f"{r['refs']:3d} {percent(r['eer'])}% {r['auc']:.4f} {percent(r['frr'])}%"
-                   f"      {percent(r['far_skilled'])}%      {percent(r['far_random'])}%"
-                   f"   ({r['writers']} writers, {r['genuine_queries']}+{r['skilled_queries']} queries)")
+    interval = lambda ci: "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    floor = report.get("floor")
+    lines = [f"{report['dataset']}, {report['split']} writers, model {report['model']}",
+             f"  R    EER [95 % CI]           FRR  FAR-skilled  FAR-random  (at threshold "
+             f"{report['calibration']['threshold']:.3f})" + ("   floor EER [95 % CI]" if floor else "")]
+    for i, r in enumerate(report["results"]):
+        if r["eer"] is None:
+            lines.append(f"{r['refs']:3d}  no writer has both genuine queries and skilled forgeries")
+            continue
+        line = (f"{r['refs']:3d} {percent(r['eer'])}%{interval(r['eer_ci95']):<14} {percent(r['frr'])}%"
+                f"      {percent(r['far_skilled'])}%      {percent(r['far_random'])}%"
+                f"   ({r['writers']} writers, {r['genuine_queries']}+{r['skilled_queries']} queries)")
+        if floor:
+            f = floor["results"][i]
+            line += f"   {percent(f['eer'])}%{interval(f['eer_ci95'])}"
+        lines.append(line)
+    if floor:
+        lines.append(f"  floor: {floor['descriptor']}")
+    return "\n".join(lines)
 
 
 @click.command("evaluate-omniglot")

@@ -1,8 +1,8 @@
 """Read signature datasets from disk into one list of `Signature` records.
 
-Four layouts are understood (see `LAYOUTS`); `read_signatures` finds the image files, reads
-writer, genuine/forged and sample number from the names, drops byte-identical duplicates and
-returns the records sorted. The fixed evaluation split of ../shared/datasets/README.md is
+Six layouts are understood (see `LAYOUTS`); `read_signatures` finds the image (or pen-stroke)
+files, reads writer, genuine/forged and sample number from the names, drops byte-identical
+duplicates and returns the records sorted. The fixed evaluation split of ../shared/datasets/README.md is
 built in (`SPLITS`); other datasets get a documented rule (`writer_split`).
 
 Run on its own:  python -m edge_verify.training.datasets ROOT [--layout L]
@@ -24,21 +24,31 @@ class DatasetError(EdgeVerifyError):
     """A dataset folder does not have the layout it was read as."""
 
 
-LAYOUTS = ("cedar", "bhsig", "sigcomp", "generic")
+LAYOUTS = ("cedar", "bhsig", "sigcomp", "generic", "strokes", "crossmedia")
 
 LAYOUT_HELP = (
     "cedar (original_W_S.png / forgeries_W_S.png, flat or in full_org/ + full_forg/), "
     "bhsig (writer_NNN/genuine/ + writer_NNN/forged/, or per-writer folders of B-S-1-G-01.tif), "
     "sigcomp (NNN/ genuine + NNN_forg/ forgeries), "
-    "generic (WRITER/genuine/ + WRITER/forged/)"
+    "generic (WRITER/genuine/ + WRITER/forged/), "
+    "strokes (writer_NNN/genuine/*.csv + writer_NNN/forged/*.csv pen-stroke files), "
+    "crossmedia (index.csv: file,group,writer,name_index,name,medium)"
 )
 
-# The fixed evaluation split: dataset -> split -> inclusive range of writer numbers.
-# Writers not listed train. Keep in step with ../shared/datasets/README.md.
+# The fixed split: dataset -> split -> inclusive range of writer numbers (a writer's first number).
+# Writers not listed train. CEDAR and Bengali: ../shared/datasets/README.md. The four added sets
+# are training data with no test writers; the writers listed as "val" are held out to make the
+# validation pool larger (model selection only; only those with skilled forgeries count there).
 SPLITS = {
     "cedar": {"test": (46, 55), "val": (41, 45)},
     "bhsig-bengali": {"test": (91, 100), "val": (81, 90)},
+    "svc2004": {"val": (33, 40)},
+    "mcyt100-online": {"val": (23, 30)},
+    "sigwicomp2013-japanese": {"val": (9, 10)},
+    "crossmedia-chinese": {"val": (91, 100)},   # experiment writers; control writers (c01-c11) train
 }
+STROKE_SUFFIXES = {".csv", ".jsonl", ".ndjson"}  # pen-stroke files, drawn by the pad renderer
+CROSSMEDIA_FORGERS = 6  # per (writer, name): this many other writers' drawings of the name are its "forgeries"
 # Any other dataset: writers sorted, the last HOLDOUT_FRACTION test, the same share before them
 # validation (at least one writer each).
 HOLDOUT_FRACTION = 0.1
@@ -64,6 +74,7 @@ class Signature:
     genuine: bool
     sample: int
     path: Path
+    variant: int = 0  # pen-stroke files: which rendering (0 = the device's pad renderer)
 
 
 # ---------------------------------------------------------------- files and folders
@@ -122,11 +133,22 @@ def _is_generic(root: Path) -> bool:
     return any((folder / "genuine").is_dir() for folder in _subfolders(root))
 
 
+def _is_strokes(root: Path) -> bool:
+    return any((folder / "genuine").is_dir() and any(p.suffix.lower() in STROKE_SUFFIXES
+                                                     for p in (folder / "genuine").iterdir())
+               for folder in _subfolders(root))
+
+
+def _is_crossmedia(root: Path) -> bool:
+    index = root / "index.csv"
+    return index.is_file() and index.open(encoding="utf-8").readline().startswith("file,group,writer,name_index")
+
+
 def detect_layout(root) -> str:
     """Name of the layout of `root`, one of LAYOUTS."""
     root = _existing_folder(root)
-    for layout, test in (("cedar", _is_cedar), ("sigcomp", _is_sigcomp),
-                         ("bhsig", _is_bhsig), ("generic", _is_generic)):
+    for layout, test in (("crossmedia", _is_crossmedia), ("cedar", _is_cedar), ("sigcomp", _is_sigcomp),
+                         ("strokes", _is_strokes), ("bhsig", _is_bhsig), ("generic", _is_generic)):
         if test(root):
             return layout
     raise DatasetError(f"cannot tell the layout of {root}: expected one of {LAYOUT_HELP}")
@@ -226,6 +248,52 @@ def _read_writer_folders(root: Path, dataset: str, writer_folder=re.compile(r"(.
     return signatures
 
 
+def _read_strokes(root: Path) -> list[Signature]:
+    """ROOT/writer_NNN/genuine/*.csv and ROOT/writer_NNN/forged/*.csv: pen strokes (MCYT, SigWiComp)."""
+    signatures = []
+    for folder in _writer_folders(root):
+        match = re.fullmatch(r"writer_(\d+)", folder.name)
+        if not match:
+            raise DatasetError(f"unexpected folder {folder}: expected writer folders like writer_001")
+        for kind in ("genuine", "forged"):
+            for path in sorted((folder / kind).glob("*")) if (folder / kind).is_dir() else []:
+                number = LAST_NUMBER.search(path.stem)
+                if path.suffix.lower() not in STROKE_SUFFIXES or not number:
+                    raise DatasetError(f"unexpected file {path}: expected pen-stroke files like {kind}_01.csv")
+                signatures.append(Signature(root.name, match.group(1), kind == "genuine",
+                                            int(number.group(1)), path))
+    return signatures
+
+
+def _read_crossmedia(root: Path) -> list[Signature]:
+    """Cross-media Chinese: every writer wrote the same 10 names. A "writer" here is one person
+    writing one name ("e007-03": experiment writer 7, name 3; control writers are c01..c11);
+    its forgeries are CROSSMEDIA_FORGERS other people's drawings of the same name (same text,
+    other hand), chosen by a fixed rule."""
+    import csv
+
+    by_name = defaultdict(list)   # name index -> [(key, sample, path)]
+    with (root / "index.csv").open(encoding="utf-8", newline="") as index:
+        for row in csv.DictReader(index):
+            path = root / row["file"]
+            key = f"{row['group'][0]}{int(row['writer']):03d}-{int(row['name_index']):02d}"
+            sample = int(Path(row["file"]).stem)
+            by_name[int(row["name_index"])].append((key, sample, path))
+    signatures = []
+    for entries in by_name.values():
+        keys = sorted({key for key, _, _ in entries})
+        firsts = {}
+        for key, sample, path in sorted(entries):
+            signatures.append(Signature(root.name, key, True, sample, path))
+            firsts.setdefault(key, path)
+        for split in SPLIT_NAMES:  # forgers from the same split only: held-out writers stay out of training
+            group = [key for key in keys if writer_split(root.name, key) == split]
+            for i, key in enumerate(group):  # the next writers in order, each one's first drawing
+                others = [group[(i + j) % len(group)] for j in range(1, min(CROSSMEDIA_FORGERS + 1, len(group)))]
+                signatures += [Signature(root.name, key, False, n + 1, firsts[other]) for n, other in enumerate(others)]
+    return signatures
+
+
 def _other_number(a: str, b: str, writer: str) -> str | None:
     """Of the two numbers of a genuine sigcomp name, the one that is not the writer."""
     for same in (lambda x: x == writer, lambda x: int(x) == int(writer)):  # spelling first
@@ -280,7 +348,8 @@ def list_signatures(root, layout: str | None = None) -> list[Signature]:
     root = _existing_folder(root)
     layout = layout or detect_layout(root)
     readers = {"cedar": _read_cedar, "bhsig": _read_bhsig, "sigcomp": _read_sigcomp,
-               "generic": lambda r: _read_writer_folders(r, r.name)}
+               "generic": lambda r: _read_writer_folders(r, r.name), "strokes": _read_strokes,
+               "crossmedia": _read_crossmedia}
     if layout not in readers:
         raise DatasetError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     signatures = readers[layout](root)
@@ -296,16 +365,18 @@ def list_signatures(root, layout: str | None = None) -> list[Signature]:
 
 
 def remove_duplicates(signatures) -> tuple[list[Signature], list[Signature]]:
-    """(kept, removed): a file whose bytes equal an earlier one's (sorted by path) is removed."""
+    """(kept, removed): a file whose bytes equal an earlier one's (sorted by path) of the same
+    writer is removed. (Cross-media lists one file under two writers: as one's genuine drawing
+    and as the other's forgery.)"""
     seen = set()
-    duplicate_paths = set()
-    for s in sorted(signatures, key=lambda s: str(s.path)):
-        digest = hashlib.sha256(s.path.read_bytes()).digest()
-        if digest in seen:
-            duplicate_paths.add(s.path)
-        seen.add(digest)
-    kept = [s for s in signatures if s.path not in duplicate_paths]
-    removed = [s for s in signatures if s.path in duplicate_paths]
+    duplicates = set()
+    for s in sorted(signatures, key=lambda s: (str(s.path), s.writer, not s.genuine)):
+        key = (hashlib.sha256(s.path.read_bytes()).digest(), s.dataset, s.writer)
+        if key in seen:
+            duplicates.add(s)
+        seen.add(key)
+    kept = [s for s in signatures if s not in duplicates]
+    removed = [s for s in signatures if s in duplicates]
     return kept, removed
 
 
@@ -327,14 +398,17 @@ def _writer_key(writer: str):
 def writer_split(dataset: str, writer: str, all_writers=None) -> str:
     """"train", "val" or "test" for `writer` of `dataset`.
 
-    CEDAR and BHSig-Bengali use the fixed table SPLITS. Any other dataset needs `all_writers`
+    The datasets of SPLITS use that fixed table (by the first number in the writer name). Any other dataset needs `all_writers`
     (every writer of the dataset): sorted (numerically where they are numbers), the last 10 %
     (rounded, at least one) are test, as many before them validation, the rest train.
     """
     if dataset in SPLITS:
-        if not writer.isdigit():
-            raise DatasetError(f"writer {writer!r} of dataset {dataset} is not a number")
-        number = int(writer)
+        digits = re.search(r"\d+", writer)
+        if not digits:
+            raise DatasetError(f"writer {writer!r} of dataset {dataset} has no number")
+        number = int(digits.group())
+        if dataset == "crossmedia-chinese" and not writer.startswith("e"):
+            return "train"  # control writers: their numbers are another series
         for split, (first, last) in SPLITS[dataset].items():
             if first <= number <= last:
                 return split

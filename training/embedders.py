@@ -2,7 +2,8 @@
 
 - a bundle folder (default: the bundled model), run through the device runtime;
 - a .tflite file inside a bundle folder (model_int8.tflite, model_float32.tflite, ...);
-- a Keras tower (.keras).
+- a Keras tower (.keras);
+- "hog": the non-learned floor (training/floor.py).
 """
 import hashlib
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ def sha256_of(path) -> str:
 
 
 def load_embedder(model=None, threads=2) -> Embedder:
+    """`model`: a bundle folder, a .tflite in one, a .keras tower, or "hog" (the floor, training.floor)."""
+    if model == "hog":
+        from edge_verify.training.floor import floor_embedder
+
+        return floor_embedder()
     path = Path(model) if model else default_bundle_dir()
     if path.suffix == ".keras":
         import keras

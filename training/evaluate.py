@@ -93,12 +93,17 @@ def rate(errors):
 def summarize(scores, refs, threshold):
     """The metrics of EVALUATION.md for one R, from protocol_scores output."""
     genuine, skilled, random = (pooled(scores, k) for k in ("genuine", "skilled", "random"))
+    if not len(genuine) or not len(skilled):
+        return {"refs": refs, "eer": None, "eer_ci95": None, "writers": len(scores),
+                "genuine_queries": int(len(genuine)), "skilled_queries": int(len(skilled)),
+                "random_queries": int(len(random))}
     eer, eer_threshold = equal_error_rate(genuine, skilled)
     writer_eers = [equal_error_rate(s["genuine"], s["skilled"])[0]
                    for s in scores.values() if len(s["genuine"]) and len(s["skilled"])]
     return {
         "refs": refs,
         "eer": eer,
+        "eer_ci95": bootstrap_eer(scores),
         "eer_threshold": eer_threshold,
         "auc": roc_auc(genuine, skilled),
         "mean_writer_eer": float(np.mean(writer_eers)),
@@ -111,6 +116,64 @@ def summarize(scores, refs, threshold):
         "skilled_queries": int(len(skilled)),
         "random_queries": int(len(random)),
     }
+
+
+def bootstrap_eer(scores, reps=1000, level=0.95, seed=0):
+    """Writer-level bootstrap interval of the pooled skilled EER: writers are drawn with
+    replacement, their queries pooled, the EER recomputed; (low, high) percentiles."""
+    keys = [k for k, s in scores.items() if len(s["genuine"]) and len(s["skilled"])]
+    if not keys:
+        return None
+    rng = np.random.default_rng(seed)
+    eers = []
+    for _ in range(reps):
+        drawn = [scores[keys[i]] for i in rng.integers(0, len(keys), len(keys))]
+        eers.append(equal_error_rate(np.concatenate([s["genuine"] for s in drawn]),
+                                     np.concatenate([s["skilled"] for s in drawn]))[0])
+    tail = 100 * (1 - level) / 2
+    return [float(v) for v in np.percentile(eers, [tail, 100 - tail])]
+
+
+def paired_bootstrap_difference(scores_a, scores_b, reps=1000, level=0.95, seed=0):
+    """Interval of EER(a) - EER(b) on the same writers, drawn together: how far apart two models
+    (or ideas) really are on this writer pool."""
+    keys = [k for k in scores_a if k in scores_b and len(scores_a[k]["genuine"]) and len(scores_a[k]["skilled"])]
+    rng = np.random.default_rng(seed)
+
+    def eer(scores, drawn):
+        return equal_error_rate(np.concatenate([scores[k]["genuine"] for k in drawn]),
+                                np.concatenate([scores[k]["skilled"] for k in drawn]))[0]
+
+    differences = []
+    for _ in range(reps):
+        drawn = [keys[i] for i in rng.integers(0, len(keys), len(keys))]
+        differences.append(eer(scores_a, drawn) - eer(scores_b, drawn))
+    tail = 100 * (1 - level) / 2
+    return [float(v) for v in np.percentile(differences, [tail, 100 - tail])]
+
+
+POOL_REFS = (1, 5)
+
+
+def pool_eer(signatures, embeddings, refs_list=POOL_REFS):
+    """The validation pool's figure for choosing between models: per dataset, the mean skilled
+    EER over R in `refs_list` (an R its writers cannot give is left out), then the mean over
+    datasets, each weighing the same. Datasets without skilled forgeries are left out."""
+    by_dataset = defaultdict(list)
+    for i, s in enumerate(signatures):
+        by_dataset[s.dataset].append(i)
+    per_dataset = {}
+    for dataset, indices in sorted(by_dataset.items()):
+        subset = [signatures[i] for i in indices]
+        eers = []
+        for refs in refs_list:
+            scores = protocol_scores(subset, embeddings[indices], refs)
+            genuine, skilled = pooled(scores, "genuine"), pooled(scores, "skilled")
+            if len(genuine) and len(skilled):
+                eers.append(equal_error_rate(genuine, skilled)[0])
+        if eers:
+            per_dataset[dataset] = float(np.mean(eers))
+    return {"eer": float(np.mean(list(per_dataset.values()))), "datasets": per_dataset}
 
 
 def evaluate_embeddings(signatures, embeddings, refs_list=(1, 5, 10), calibration=UNCALIBRATED):
@@ -146,32 +209,53 @@ def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0,
             "refs": refs, "validation_eer": eer}
 
 
-def evaluate_model(model, root, layout=None, split="test", refs_list=(1, 5, 10), threads=2):
-    """Run EVALUATION.md for one model on one dataset; returns (report, scores by R).
-
-    The operating threshold is the model's calibrated one (a bundle); a bare Keras model is
-    calibrated here on the validation writers of the same dataset.
-    """
+def score_split(embedder, signatures, split, refs_list):
+    """(calibration, {R: protocol_scores}) of one embedder on one split. A bundle brings its
+    calibration; anything else (a Keras tower, the floor) is calibrated here on the validation
+    writers of the same signatures."""
     from edge_verify.training.arrays import preprocessed_images, to_model_input
-    from edge_verify.training.datasets import read_signatures, select_split
-    from edge_verify.training.embedders import load_embedder
+    from edge_verify.training.datasets import select_split
 
-    embedder = load_embedder(model, threads=threads)
-    signatures = read_signatures(root, layout)
-    chosen = select_split(signatures, split)
+    embed = lambda chosen: embedder.embed(to_model_input(preprocessed_images(chosen, embedder.input_size)))
     calibration = embedder.calibration
     if calibration is None:
         val = select_split(signatures, "val")
-        calibration = calibrate(val, embedder.embed(to_model_input(preprocessed_images(val, embedder.input_size))))
-    embeddings = embedder.embed(to_model_input(preprocessed_images(chosen, embedder.input_size)))
-    scores = {refs: protocol_scores(chosen, embeddings, refs, calibration) for refs in refs_list}
+        calibration = calibrate(val, embed(val))
+    chosen = select_split(signatures, split)
+    embeddings = embed(chosen)
+    return calibration, {refs: protocol_scores(chosen, embeddings, refs, calibration) for refs in refs_list}
+
+
+def evaluate_model(model, root, layout=None, split="test", refs_list=(1, 5, 10), threads=2, floor=True):
+    """Run EVALUATION.md for one model on one dataset; returns (report, scores by R).
+
+    The operating threshold is the model's calibrated one (a bundle); a bare Keras model is
+    calibrated here on the validation writers of the same dataset. With `floor`, the report
+    also scores the non-learned floor (training.floor) the same way, and gives the interval of
+    the model's EER minus the floor's on the same writers.
+    """
+    from edge_verify.training.datasets import read_signatures
+    from edge_verify.training.embedders import load_embedder
+    from edge_verify.training.floor import FLOOR, FLOOR_DESCRIPTION
+
+    embedder = load_embedder(model, threads=threads)
+    signatures = read_signatures(root, layout)
+    calibration, scores = score_split(embedder, signatures, split, refs_list)
+    summary = lambda scores, calibration: [summarize(scores[refs], refs, float(calibration["threshold"]))
+                                           for refs in refs_list]
     report = {
         "model": str(embedder.path), "model_sha256": embedder.sha256,
-        "dataset": chosen[0].dataset if chosen else str(root), "data": str(root), "split": split,
-        "protocol": "EVALUATION.md WI-R, skilled forgeries",
+        "dataset": signatures[0].dataset, "data": str(root), "split": split,
+        "protocol": "EVALUATION.md WI-R, skilled forgeries; eer_ci95: writer-level bootstrap",
         "calibration": calibration,
-        "results": [summarize(scores[refs], refs, float(calibration["threshold"])) for refs in refs_list],
+        "results": summary(scores, calibration),
     }
+    if floor and model != FLOOR:
+        floor_calibration, floor_scores = score_split(load_embedder(FLOOR), signatures, split, refs_list)
+        report["floor"] = {"descriptor": FLOOR_DESCRIPTION, "calibration": floor_calibration,
+                           "results": summary(floor_scores, floor_calibration),
+                           "eer_minus_floor_ci95": {refs: paired_bootstrap_difference(scores[refs], floor_scores[refs])
+                                                    for refs in refs_list}}
     return report, scores
 
 

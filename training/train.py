@@ -11,6 +11,8 @@ one-shot runs drawn from held-out background characters.
 """
 import json
 import time
+from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -21,8 +23,8 @@ from edge_verify.edge.preprocess import PREPROCESS_VERSION
 from edge_verify.training import losses
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.augment import augment
-from edge_verify.training.datasets import read_signatures, select_split
-from edge_verify.training.evaluate import evaluate_embeddings, koch_evaluate_embeddings
+from edge_verify.training.datasets import STROKE_SUFFIXES, read_signatures, select_split
+from edge_verify.training.evaluate import koch_evaluate_embeddings, pool_eer
 from edge_verify.training.model import ARCHITECTURES, build_koch_head
 from edge_verify.training.omniglot import (euclidean_similarity, is_omniglot_folder,
                                            omniglot_training_set, sample_runs, score_one_shot)
@@ -112,6 +114,7 @@ def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per
     """
     rng = np.random.default_rng(seed)
     keys = sorted({(s.dataset, s.writer) for s in signatures})
+    weight = writer_weights(keys)
     writer_id = {key: i for i, key in enumerate(keys)}
     genuine = {k: [] for k in keys}
     forged = {k: [] for k in keys}
@@ -123,8 +126,9 @@ def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per
     if len(usable) < writers_per_batch:
         raise ValueError(f"only {len(usable)} training writers have two genuine signatures or more: "
                          f"use a writers-per-batch of at most {len(usable)}")
+    p = np.array([weight[k] for k, _ in usable])
     while True:
-        chosen = rng.choice(len(usable), writers_per_batch, replace=False)
+        chosen = rng.choice(len(usable), writers_per_batch, replace=False, p=p / p.sum())
         indices, flags, writers, mirrored = [], [], [], []
         for k, mirror in (usable[c] for c in chosen):
             start = len(indices)
@@ -139,6 +143,25 @@ def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per
             mirrored += [mirror] * (len(indices) - start)
         yield (np.array(indices, np.int32), np.array(writers, np.int32), np.array(flags, np.int32),
                np.array(mirrored, np.int32))
+
+
+def writer_weights(keys):
+    """How often each (dataset, writer) is drawn into a batch: a dataset's share grows with the
+    square root of its number of people, so that neither the big sets drown the small ones nor
+    the few writers of a small set are seen over and over. (Cross-media "writers" are a person
+    writing one name: people are counted by the part before "-".)"""
+    keys_of, people_of = defaultdict(int), defaultdict(set)
+    for dataset, writer in keys:
+        keys_of[dataset] += 1
+        people_of[dataset].add(writer.split("-")[0])
+    return {(d, w): np.sqrt(len(people_of[d])) / keys_of[d] for d, w in keys}
+
+
+def with_stroke_variants(signatures, variants):
+    """Each pen-stroke signature drawn `variants` times (strokes.render_variant 0..variants-1),
+    each drawing a sample of the same writer."""
+    return [replace(s, variant=v) if v else s for s in signatures
+            for v in range(variants if s.path.suffix.lower() in STROKE_SUFFIXES else 1)]
 
 
 # Class augmentation: a mirrored writer is a new writer, as rotated characters are new classes
@@ -171,22 +194,26 @@ def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1):
     return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
-def signature_data(data, input_size):
-    """The training writers' images and records, and the validation: val_eer with 5 references."""
+def signature_data(data, input_size, stroke_variants=1):
+    """The training writers' images and records, and the validation: val_eer, the mean EER of
+    the validation pool (evaluate.pool_eer: each dataset's validation writers, R = 1 and 5)."""
     signatures = [s for root, layout in data for s in read_signatures(root, layout)]
-    train_set, val_set = select_split(signatures, "train"), select_split(signatures, "val")
+    train_set = with_stroke_variants(select_split(signatures, "train"), stroke_variants)
+    val_set = select_split(signatures, "val")
     print(f"training writers: {len({(s.dataset, s.writer) for s in train_set})}, "
           f"images: {len(train_set)}; validation images: {len(val_set)}")
     val_images = to_model_input(preprocessed_images(val_set, input_size))
 
     def val_eer(trainer):
-        """EER with 5 references, scored as the model decides: the device's distance rule, or
-        for the Koch objective its head's mean match probability."""
+        """Scored as the model decides: the device's distance rule, or for the Koch objective
+        its head's mean match probability."""
         embeddings = trainer.tower.predict(val_images, batch_size=128, verbose=0)
         if trainer.head is not None:
             probability = lambda d: trainer.head.predict(d, batch_size=4096, verbose=0)[:, 0]
             return koch_evaluate_embeddings(val_set, embeddings, probability, refs_list=(5,))[0]["eer"]
-        return evaluate_embeddings(val_set, embeddings, refs_list=(5,))[0]["eer"]
+        pool = pool_eer(val_set, embeddings)
+        print(" - " + ", ".join(f"{d} {100 * e:.1f}" for d, e in pool["datasets"].items()), end="")
+        return pool["eer"]
 
     return preprocessed_images(train_set, input_size), train_set, "val_eer", val_eer
 
@@ -208,12 +235,12 @@ def omniglot_data(folder, input_size):
     return train_images, train_set, "val_one_shot_error", val_one_shot_error
 
 
-def training_data(data, input_size):
+def training_data(data, input_size, stroke_variants=1):
     """(uint8 training images, their records, validation metric name, tower -> metric) of `data`."""
     omniglot = [root for root, _ in data if is_omniglot_folder(root)]
     if omniglot and len(data) > 1:
         raise ValueError(f"{omniglot[0]} is Omniglot: train on it alone, not with other --data")
-    return omniglot_data(omniglot[0], input_size) if omniglot else signature_data(data, input_size)
+    return omniglot_data(omniglot[0], input_size) if omniglot else signature_data(data, input_size, stroke_variants)
 
 
 class KeepBest(keras.callbacks.Callback):
@@ -259,7 +286,7 @@ class TimeBudget(keras.callbacks.Callback):
 def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epochs=40,
           steps_per_epoch=100, writers_per_batch=12, genuine_per_writer=4, forged_per_writer=4,
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
-          cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0):
+          cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -275,7 +302,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
     keras.utils.set_random_seed(seed)
     kind = "omniglot" if any(is_omniglot_folder(root) for root, _ in data) else "signatures"
     input_size = tuple(input_size or DEFAULT_INPUT_SIZES[kind, arch])
-    train_images, train_set, metric, score = training_data(data, input_size)
+    train_images, train_set, metric, score = training_data(data, input_size, stroke_variants)
 
     with distribution.scope():
         writers = len({(s.dataset, s.writer) for s in train_set}) * mirrors  # the ids writer_batches gives
