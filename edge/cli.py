@@ -543,5 +543,10 @@ def _encryption_text(store: dict) -> str:
                    "with --replace)" if plain else "")
 
 
+from edge_verify.edge.serve_command import serve  # noqa: E402  (the service loads when it runs)
+
+main.add_command(serve)
+
+
 if __name__ == "__main__":
     main()
