@@ -10,7 +10,7 @@ DEMO   := edge/demo
 # name as your package") is all an install would print besides pip's own errors.
 QUIET_BUILD := PYTHONWARNINGS="ignore:Editable installation"
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean browser
 
 $(VENV)/.installed: pyproject.toml
 	@echo "installing edge-verify[edge,train,dev] into $(VENV) (TensorFlow included: minutes the first time)"
@@ -40,9 +40,22 @@ demo: $(VENV)/.installed
 
 # The suite twice: in the device install (the tests that need TensorFlow are skipped), then in
 # the full one.
-test: $(VENV)/.installed $(EDGE_VENV)/.installed
+test: $(VENV)/.installed $(EDGE_VENV)/.installed browser
 	EDGE_VERIFY_SUITE=device $(EDGE_VENV)/bin/python -m pytest -q
 	$(BIN)/python -m pytest -q
+
+# The capture page's test drives Debian's Chromium through chromedriver (WebDriver). Installed here
+# with apt-get as root (CI) or password-less sudo; elsewhere the test is skipped and says why.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=none; fi; \
+	  if [ "$$sudo" = none ] || ! command -v apt-get >/dev/null; then \
+	    echo "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver): the browser test will be skipped"; \
+	  else \
+	    echo "installing chromium and chromium-driver (apt-get) for the capture page's browser test"; \
+	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  fi; \
+	fi
 
 bench: $(VENV)/.installed
 	$(BIN)/edge-verify bench $(if $(wildcard runs/koch/koch_head.keras),--baseline runs/koch)

@@ -439,3 +439,15 @@ def test_sigterm_during_an_enrolment_finishes_it_and_exits_cleanly(tmp_path):
     with sqlite3.connect(running.db) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert raw.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 5
+
+
+def test_the_service_benchmark_runs(capsys):
+    from edge_verify.tools import serve_bench
+    if not (DATASETS / serve_bench.QUERY).is_file():
+        pytest.skip(f"needs the CEDAR scans in {DATASETS}")
+    report = serve_bench.run(quick=True)
+    serve_bench.print_table(report)
+    assert set(report) == {"api_check_ms", "cli_check_ms", "service_1_median_ms", "service_1_p99_ms",
+                           "service_4_median_ms", "service_4_p99_ms"}
+    assert all(value > 0 for value in report.values())
+    assert "service, 4 clients: p99" in capsys.readouterr().out
