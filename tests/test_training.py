@@ -236,6 +236,7 @@ def test_validation_pool_weighs_each_dataset_the_same():
 
 
 def test_batches_draw_big_and_small_datasets_by_the_square_root_of_their_people():
+    pytest.importorskip("tensorflow")  # training.train imports Keras
     from edge_verify.training.train import writer_weights
 
     keys = [("big", f"e{p:03d}-{n:02d}") for p in range(100) for n in range(10)] + [("small", str(w)) for w in range(4)]
