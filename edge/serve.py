@@ -25,11 +25,19 @@ from importlib import resources
 from importlib.metadata import version
 from pathlib import Path
 
+import cv2
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
 from edge_verify.edge import api
 from edge_verify.edge.capture.pad import SUFFIX_FORMATS, read_strokes, render_strokes
 from edge_verify.edge.errors import (AlreadyEnrolledError, CaptureError, EdgeVerifyError, ImageError,
                                      ModelError, StoreError, UnknownUserError, UserLockedError)
-from edge_verify.edge.limits import MAX_IMAGE_BYTES
+from edge_verify.edge.limits import MAX_IMAGE_BYTES, MAX_STROKE_BYTES
 
 TOKEN_ENV = "EDGE_VERIFY_TOKEN"
 MIN_TOKEN_LENGTH = 16
@@ -38,6 +46,7 @@ MAX_BODY_BYTES = MAX_IMAGE_BYTES    # a request carries at most what the CLI rea
 BACKLOG_PER_WORKER = 8
 GRACEFUL_SHUTDOWN_S = 30
 MODES = ("new", "replace", "append")
+PART_BYTES = {"image": MAX_IMAGE_BYTES, "strokes": MAX_STROKE_BYTES}  # the CLI's caps on one input
 
 # error type -> (HTTP status, error code); the first that matches wins
 STATUS = [
@@ -219,6 +228,9 @@ async def signatures(form) -> list[Signature]:
                 data, name = await part.read(), part.filename or f"{kind} part {index}"
                 if kind == "strokes" and part.content_type == "text/csv" and "." not in name:
                     name += ".csv"
+            if len(data) > PART_BYTES[kind]:
+                raise HTTPError(413, "too_large", f"{name} is larger than {PART_BYTES[kind] // 1_000_000} MB, "
+                                                  f"more than one {kind} may be")
             found.append(Signature(kind, data, name))
     return found
 
@@ -270,7 +282,6 @@ def _identify(model, store, signature, k, lockout):
 
 
 def _render(model, store, signature):
-    import cv2
     return cv2.imencode(".png", signature.image())[1].tobytes()
 
 
@@ -310,11 +321,6 @@ class Service:
         self._page = (resources.files("edge_verify.edge") / "web" / "index.html").read_bytes()
 
     def app(self):
-        from starlette.applications import Starlette
-        from starlette.exceptions import HTTPException
-        from starlette.middleware import Middleware
-        from starlette.routing import Route
-
         routes = [
             Route("/", self.page, methods=["GET"]),
             Route("/v1/health", self.health, methods=["GET"]),
@@ -346,7 +352,6 @@ class Service:
                                              f"TOKEN' ({TOKEN_ENV}), or open the URL that serve printed")
 
     async def page(self, request):
-        from starlette.responses import RedirectResponse, Response
         offered = request.query_params.get("token")
         if offered is None:
             return Response(self._page, media_type="text/html; charset=utf-8",
@@ -395,8 +400,9 @@ class Service:
         if mode not in MODES:
             raise HTTPError(400, "bad_request", f"mode must be one of {', '.join(MODES)}, not {str(mode)[:40]!r}")
         found = await signatures(form)
-        if not found:
-            raise HTTPError(400, "bad_request", "send one or more 'image' or 'strokes' parts")
+        if len({signature.kind for signature in found}) != 1:
+            raise HTTPError(400, "bad_request", "send one or more 'image' parts, or one or more "
+                                                "'strokes' parts (not both)")
         return _json(await self.workers.run(_enroll, request.path_params["user"], found, mode))
 
     async def check(self, request):
@@ -414,7 +420,6 @@ class Service:
 
     async def render(self, request):
         """The strokes drawn as the verifier sees them (PNG): the capture page's preview."""
-        from starlette.responses import Response
         self.authorize(request)
         _, signature = await one_signature(request)
         if signature.kind != "strokes":
@@ -425,11 +430,12 @@ class Service:
 
     async def refusal(self, request, error):
         status, code = status_of(error)
-        return _error(status, code, str(error))
+        return _error(status, code, str(error), {"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
     async def http_refusal(self, request, error):
         codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-        return _error(error.status_code, codes.get(error.status_code, "bad_request"), str(error.detail))
+        return _error(error.status_code, codes.get(error.status_code, "bad_request"), str(error.detail),
+                      error.headers)
 
     async def failure(self, request, error):
         import traceback
@@ -443,13 +449,12 @@ def _same(presented: str, expected: str) -> bool:
     return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
 
 
-def _json(data, status: int = 200):
-    from starlette.responses import JSONResponse
-    return JSONResponse(data, status_code=status)
+def _json(data, status: int = 200, headers=None):
+    return JSONResponse(data, status_code=status, headers=headers)
 
 
-def _error(status: int, code: str, message: str):
-    return _json({"error": {"code": code, "message": message}}, status)
+def _error(status: int, code: str, message: str, headers=None):
+    return _json({"error": {"code": code, "message": message}}, status, headers)
 
 
 class BodyLimit:
@@ -486,8 +491,6 @@ class BodyLimit:
 def serve(settings, *, host: str, port: int, workers: int, token: str | None, lockout: dict,
           threshold, profile: dict, announce=print) -> None:
     """Run the service until SIGTERM or SIGINT; `settings` is the CLI's Settings (model, db)."""
-    import uvicorn
-
     pool = Workers(lambda: settings.with_defaults().load_model(), lambda: api.open_store(settings.db),
                    workers, BACKLOG_PER_WORKER * workers)
     try:

@@ -152,8 +152,9 @@ PROTECTED = [("GET", "/v1/info"), ("GET", "/v1/users"), ("GET", "/v1/users/alice
 @pytest.mark.parametrize("method,path", PROTECTED)
 def test_every_other_endpoint_needs_the_token(server, method, path):
     for token in (None, TOKEN[:-1] + "x", TOKEN + "x"):
-        status, body, _ = server.request(method, path, token=token)
+        status, body, response = server.request(method, path, token=token)
         assert (status, body["error"]["code"]) == (401, "unauthorized")
+        assert response.getheader("www-authenticate") == "Bearer"
     status, body, _ = server.request(method, path, headers={"Authorization": f"Basic {TOKEN}"}, token=None)
     assert status == 401
 
@@ -255,16 +256,23 @@ def test_unknown_user_404_existing_user_409_and_unknown_routes(server):
     assert_error(enroll(server, "erin", "alice_ref_2.jpg"), 409, "user_exists")
     assert enroll(server, "erin", "alice_ref_2.jpg", mode="replace")[1]["references"] == 1
     assert_error(server.get("/v1/nothing"), 404, "not_found")
-    assert_error(server.request("PUT", "/v1/users")[:2], 405, "method_not_allowed")
+    status, body, response = server.request("PUT", "/v1/users")
+    assert_error((status, body), 405, "method_not_allowed")
+    assert "GET" in response.getheader("allow")
 
 
 def test_too_large_is_413(server):
-    status, body, _ = server.request("POST", "/v1/users/alice/check", b"",
+    assert enroll(server, "ivan", "alice_ref_1.jpg")[0] == 200
+    status, body, _ = server.request("POST", "/v1/users/ivan/check", b"",
                                      "multipart/form-data; boundary=x", headers={"Content-Length": str(10**9)})
     assert (status, body["error"]["code"]) == (413, "too_large")
     header = png(np.zeros((8, 8), np.uint8))
     huge = header[:16] + (30_000).to_bytes(4, "big") * 2 + header[24:]  # claims 30000 x 30000 pixels
-    assert_error(server.post("/v1/users/alice/check", files=[("image", "huge.png", huge)]), 413, "too_large")
+    assert_error(server.post("/v1/users/ivan/check", files=[("image", "huge.png", huge)]), 413, "too_large")
+    from edge_verify.edge.limits import MAX_STROKE_BYTES
+    long_recording = jsonl_strokes() * (MAX_STROKE_BYTES // len(jsonl_strokes()) + 1)
+    assert_error(server.post("/v1/users/ivan/check", files=[("strokes", "s.jsonl", long_recording)]), 413,
+                 "too_large")
 
 
 def test_locked_out_user_is_423_until_unlocked(server):
