@@ -19,25 +19,32 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shlex
+import stat
+import sys
 import tempfile
+import unicodedata
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from edge_verify.edge import scoring
-from edge_verify.edge.errors import (EdgeVerifyError, ImageError, ModelError, StoreError, UserLockedError,
-                                     UnknownUserError)
+from edge_verify.edge.errors import (AlreadyEnrolledError, EdgeVerifyError, ImageError, ModelError,
+                                     StoreError, UserLockedError, UnknownUserError, shown)
 from edge_verify.edge.inference import Bundle, Model, load_bundle, load_model, runtime_version
+from edge_verify.edge.limits import MAX_EXPORT_BYTES, MAX_NAME_LENGTH, MAX_TEXT_FIELD
 from edge_verify.edge.preprocess import PREPROCESS_VERSION, load_image, preprocess
-from edge_verify.edge.store import (Gallery, Reference, Store, default_path, key_from_environment,
-                                     now)
+from edge_verify.edge.store import (ENCRYPTION, Gallery, Reference, Store, default_path,
+                                     key_from_environment, now)
 
 NEAR_IDENTICAL = 0.02       # references closer than this (embedding distance) are the same scan
+MAX_INK_SHARE = 0.5         # a signature is strokes: ink covers less of its bounding box than this
 EXPORT_FORMAT = "edge-verify-enrolments/1"            # the users and their embeddings in the clear
 ENCRYPTED_EXPORT_FORMAT = "edge-verify-enrolments/2"  # the users sealed with the store's key
-MAX_NAME_LENGTH = 100
+STDOUT = "-"                # export to standard output
 
 MAX_FAILED_CHECKS = 5       # failed checks in a row before a lockout (as the default profile)
 LOCKOUT_SECONDS = 300
@@ -50,7 +57,8 @@ __all__ = ["load_model", "load_bundle", "open_store", "embed_image", "enroll", "
 
 
 def open_store(path=None, *, key: bytes | None = None, **options) -> Store:
-    """Open (creating if needed) the store at `path`; default: the user's data folder.
+    """Open (creating if needed; create=False refuses a missing one) the store at `path`;
+    default: the user's data folder.
 
     `key` (32 bytes) encrypts the references at rest; by default it is read from
     EDGE_VERIFY_KEY_FILE or EDGE_VERIFY_KEY when one of them is set.
@@ -97,6 +105,7 @@ class Candidate:
     similarity: float
     distance: float
     threshold: float
+    locked: bool = False        # locked out: never a match
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,10 +120,27 @@ def embed_image(model: Model, image) -> tuple[np.ndarray, str]:
     pixels = np.ascontiguousarray(image) if isinstance(image, np.ndarray) else load_image(image)
     try:
         signature = preprocess(pixels, model.input_size)
+        refuse_non_signature(signature)
     except ImageError as error:
         raise ImageError(error.reason, f"{name}: {error}") from None
     digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode() + pixels.tobytes()).hexdigest()
     return model.embed(signature), digest
+
+
+def refuse_non_signature(signature: np.ndarray) -> None:
+    """ImageError("not_a_signature") when the network input is not strokes on paper.
+
+    A signature is thin strokes: its ink covers at most about a third of its bounding box (0.32 at
+    most on every CEDAR scan and 400 Bengali ones). A black picture, a dark video frame or noise
+    is found as one block of "ink" covering most of its box.
+    """
+    ink = signature > 0
+    rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    share = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1].mean() if rows.size else 0.0
+    if share > MAX_INK_SHARE:
+        raise ImageError("not_a_signature", f"not a signature: ink covers {share:.0%} of its area "
+                                            f"(a signature's strokes cover less than {MAX_INK_SHARE:.0%}); "
+                                            "the image is dark, noise or a photo")
 
 
 def _describe(image) -> str:
@@ -156,10 +182,11 @@ def enroll(model: Model, store: Store, user: str, images, *, mode: str = "new",
         embedding, digest = embed_image(model, image)
         references.append(Reference(embedding, digest, _source_label(image, source)))
     _refuse_repeats(existing, references)
-    count = store.save_user(user, references, model_fingerprint=model.fingerprint,
-                            preprocess_version=model.bundle.preprocess_version, mode=mode)
     embeddings = np.stack([r.embedding for r in existing + references])
     calibration = model.bundle.calibration
+    _refuse_mixed(user, embeddings, calibration)
+    count = store.save_user(user, references, model_fingerprint=model.fingerprint,
+                            preprocess_version=model.bundle.preprocess_version, mode=mode)
     typical = calibration.get("reference_spread")
     return Enrolment(user=user, mode=mode, added=len(references), references=count,
                      spread=scoring.reference_spread(embeddings),
@@ -169,11 +196,22 @@ def enroll(model: Model, store: Store, user: str, images, *, mode: str = "new",
 
 
 def check_user_name(user: str) -> str:
-    """The user name, stripped; EdgeVerifyError if empty, too long or with control characters."""
-    name = str(user).strip()
+    """The user name, stripped and in Unicode NFC (so "Zoë" typed either way is one user);
+    EdgeVerifyError if empty, too long or with control characters."""
+    name = unicodedata.normalize("NFC", str(user).strip())
     if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
-        raise EdgeVerifyError(f"invalid user name {user!r}: use 1 to {MAX_NAME_LENGTH} printable characters")
+        raise EdgeVerifyError(f"invalid user name {shown(user)}: use 1 to {MAX_NAME_LENGTH} "
+                              "printable characters")
     return name
+
+
+def _refuse_mixed(user: str, embeddings: np.ndarray, calibration: dict) -> None:
+    """EdgeVerifyError when the references spread too far to be one person's signatures."""
+    spread, bound = scoring.reference_spread(embeddings), scoring.max_spread(calibration)
+    if spread is not None and bound is not None and spread > bound:
+        raise EdgeVerifyError(f"the references of {user} do not look like one person's: their spread "
+                              f"{spread:.3f} is over {bound:.3f} ({scoring.MAX_SPREAD_FACTOR:g} times a "
+                              "typical writer's); enrol signatures of one person only (nothing was enrolled)")
 
 
 def _refuse_repeats(existing: list[Reference], new: list[Reference]) -> None:
@@ -236,6 +274,8 @@ def check(model: Model, store: Store, user: str, image, *, threshold: float | No
     audit line and the count are one write transaction, so checks running at once in several
     processes count exactly as one after the other: none is scored once the user is locked.
     """
+    if threshold is not None:
+        threshold = scoring.checked_threshold(threshold)
     enrolled = store.user(check_user_name(user))
     until = store.locked_until(enrolled.name)  # a locked user's image is not even read
     if until is None:
@@ -259,6 +299,7 @@ def _verify_and_count(model: Model, store: Store, name: str, embedding: np.ndarr
     """The verdict against the references as stored now, logged, and counted for the lockout."""
     enrolled = store.user(name)
     require_same_model(name, enrolled.model_fingerprint, enrolled.preprocess_version, model.bundle)
+    _require_embedding_size(enrolled.embeddings, model.bundle, store)
     calibration = model.bundle.calibration
     verdict = scoring.verify(embedding, enrolled.embeddings, calibration, threshold=threshold)
     if threshold is not None:
@@ -270,35 +311,56 @@ def _verify_and_count(model: Model, store: Store, name: str, embedding: np.ndarr
     store.log_check(name, "check", "match" if verdict.match else "no_match",
                     similarity=verdict.similarity, distance=verdict.distance,
                     threshold=verdict.threshold, model_fingerprint=model.fingerprint)
-    if verdict.match:
-        store.clear_failed_checks(name)
-    else:
-        store.count_failed_check(name, max_failed=max_failed, lockout_seconds=lockout_seconds)
+    _count_attempt(store, name, verdict.match, max_failed, lockout_seconds)
     return CheckResult(name, verdict.match, verdict.similarity, verdict.distance,
                        verdict.threshold, origin, len(enrolled.references))
 
 
-def identify(model: Model, store: Store, image, k: int = 5, *,
-             gallery: Gallery | None = None) -> list[Candidate]:
+def _count_attempt(store: Store, name: str, match: bool, max_failed: int, lockout_seconds: float) -> None:
+    """A match resets the user's failures; a failure counts towards their lockout."""
+    if match:
+        store.clear_failed_checks(name)
+    else:
+        store.count_failed_check(name, max_failed=max_failed, lockout_seconds=lockout_seconds)
+
+
+def _require_embedding_size(embeddings: np.ndarray, bundle: Bundle, store: Store) -> None:
+    if embeddings.shape[-1] != bundle.embedding_size:
+        raise StoreError(f"the store {store.path} is damaged: its references have "
+                         f"{embeddings.shape[-1]} values, this model's {bundle.embedding_size}")
+
+
+def identify(model: Model, store: Store, image, k: int = 5, *, gallery: Gallery | None = None,
+             max_failed: int = MAX_FAILED_CHECKS, lockout_seconds: float = LOCKOUT_SECONDS) -> list[Candidate]:
     """The k enrolled users most like the signature (1:N), best first, and log the search.
 
+    Lockout: a locked user is listed but never matches. The search counts as a check of the best
+    candidate: a match resets their failures, no match counts one (a locked one is logged as
+    "locked"), in one transaction with its audit line, as check does.
     Pass a `gallery` (store.gallery(model.fingerprint)) to search many images without reloading it.
     """
     if gallery is None:
         gallery = store.gallery(model.fingerprint)
     if not gallery.names:
         raise StoreError(f"no users are enrolled with this model in {store.path}")
+    _require_embedding_size(gallery.matrix, model.bundle, store)
     embedding, _ = embed_image(model, image)
-    candidates = search(gallery, embedding, k, model.bundle.calibration)
-    best = candidates[0]
-    store.log_check(best.user, "identify", "match" if best.match else "no_match",
-                    similarity=best.similarity, distance=best.distance, threshold=best.threshold,
-                    model_fingerprint=model.fingerprint)
+    with store.transaction():
+        candidates = search(gallery, embedding, k, model.bundle.calibration, store.locked_users())
+        best = candidates[0]
+        store.log_check(best.user, "identify",
+                        "locked" if best.locked else "match" if best.match else "no_match",
+                        similarity=best.similarity, distance=best.distance, threshold=best.threshold,
+                        model_fingerprint=model.fingerprint)
+        if not best.locked:
+            _count_attempt(store, best.user, best.match, max_failed, lockout_seconds)
     return candidates
 
 
-def search(gallery: Gallery, embedding: np.ndarray, k: int, calibration: dict) -> list[Candidate]:
+def search(gallery: Gallery, embedding: np.ndarray, k: int, calibration: dict,
+           locked: set[str] = frozenset()) -> list[Candidate]:
     """Rank every user of the gallery by mean distance to the query (vectorised), verify the top k.
+    Users in `locked` never match.
 
     Distances between unit vectors come from one matrix-vector product: |a - b| = sqrt(2 - 2 a.b).
     """
@@ -312,8 +374,9 @@ def search(gallery: Gallery, embedding: np.ndarray, k: int, calibration: dict) -
     for index in top:
         start, count = gallery.starts[index], gallery.counts[index]
         verdict = scoring.verify(embedding, gallery.matrix[start:start + count], calibration)
-        candidates.append(Candidate(gallery.names[index], verdict.match, verdict.similarity,
-                                    verdict.distance, verdict.threshold))
+        name = gallery.names[index]
+        candidates.append(Candidate(name, verdict.match and name not in locked, verdict.similarity,
+                                    verdict.distance, verdict.threshold, name in locked))
     return candidates
 
 
@@ -381,7 +444,8 @@ def _stamp(moment) -> str | None:
 # ------------------------------------------------------------------ export / import
 
 
-def export_enrolments(store: Store, bundle: Bundle, path, users=None, *, plain: bool = False) -> dict:
+def export_enrolments(store: Store, bundle: Bundle, path, users=None, *, plain: bool = False,
+                      overwrite: bool = False) -> dict:
     """Write the enrolments made with `bundle` to a JSON file (to provision other devices).
 
     `users` names whom to export (default: everyone enrolled with this model; users of another
@@ -389,7 +453,11 @@ def export_enrolments(store: Store, bundle: Bundle, path, users=None, *, plain: 
     preprocessing version, and embeddings only (no images). When the store has a key, the users
     and their embeddings are sealed with it (AES-256-GCM, format /2: only a device with the same
     key can import them) unless `plain`; the result's "encryption" says which.
+    `path` "-" writes to standard output. An existing file is replaced only with `overwrite`;
+    never one that is not a regular file, nor the store or its -wal/-shm/-journal files.
     """
+    if str(path) != STDOUT:
+        _require_export_target(Path(path), store, overwrite)
     names = [check_user_name(u) for u in users] if users else [u["name"] for u in store.users()]
     exported, skipped = [], []
     for name in names:
@@ -417,7 +485,12 @@ def export_enrolments(store: Store, bundle: Bundle, path, users=None, *, plain: 
         document = {**header, "users": base64.b64encode(sealed).decode()}
     else:
         document = {**header, "users": exported}
-    _write_atomically(Path(path), json.dumps(document, indent=1).encode())
+    content = json.dumps(document, indent=1).encode()
+    if str(path) == STDOUT:
+        sys.stdout.buffer.write(content + b"\n")
+        sys.stdout.flush()
+    else:
+        _write_atomically(Path(path), content, overwrite)
     return {"path": str(path), "users": len(exported),
             "references": sum(len(u["references"]) for u in exported), "skipped": skipped,
             "encryption": store.encryption if encrypted else "none"}
@@ -431,14 +504,7 @@ def import_enrolments(store: Store, bundle: Bundle, path, *, replace: bool = Fal
     `replace`) users that are already enrolled.
     """
     path = Path(path)
-    try:
-        document = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise EdgeVerifyError(f"{path} does not exist") from None
-    except OSError as error:
-        raise EdgeVerifyError(f"cannot read {path}: {error.strerror or error}") from None
-    except (ValueError, UnicodeDecodeError):
-        raise EdgeVerifyError(f"{path} is not an edge-verify export (not valid JSON)") from None
+    document = _read_export(path)
     formats = (EXPORT_FORMAT, ENCRYPTED_EXPORT_FORMAT)
     if not isinstance(document, dict) or document.get("format") not in formats:
         raise EdgeVerifyError(f"{path} is not an edge-verify export (expected format "
@@ -451,20 +517,29 @@ def import_enrolments(store: Store, bundle: Bundle, path, *, replace: bool = Fal
                          "or enrol the users again here")
     enrolments = {}
     try:
+        if document.get("embedding_size") != bundle.embedding_size:
+            raise ValueError(f"embedding_size {shown(document.get('embedding_size'))}, this model's "
+                             f"is {bundle.embedding_size}")
+        _require_date(document.get("exported_at"), "exported_at")
         users = (_unseal_users(store, path, document) if document["format"] == ENCRYPTED_EXPORT_FORMAT
                  else document["users"])
+        if not isinstance(users, list):
+            raise ValueError("users is not a list")
         for user in users:
-            name = check_user_name(user["name"])
+            name, references = _imported_user(user, bundle.embedding_size)
             if name in enrolments:
                 raise EdgeVerifyError(f"{path} lists {name} twice")
-            enrolments[name] = [_imported_reference(r, bundle.embedding_size)
-                                for r in user["references"]]
-    except (KeyError, TypeError, ValueError) as error:
-        raise EdgeVerifyError(f"{path} is a damaged export ({error!s})") from None
+            enrolments[name] = references
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
+        raise EdgeVerifyError(f"{path} is a damaged export ({shown(error, 200)[1:-1]})") from None
     if enrolments:
-        store.save_users(enrolments, model_fingerprint=bundle.fingerprint,
-                         preprocess_version=bundle.preprocess_version,
-                         mode="replace" if replace else "new")
+        try:
+            store.save_users(enrolments, model_fingerprint=bundle.fingerprint,
+                             preprocess_version=bundle.preprocess_version,
+                             mode="replace" if replace else "new")
+        except AlreadyEnrolledError as error:
+            raise AlreadyEnrolledError(f"{error.user} is already enrolled here: import --replace replaces "
+                                       "enrolled users (nothing was imported)", error.user) from None
     return {"path": str(path), "users": len(enrolments),
             "references": sum(len(refs) for refs in enrolments.values())}
 
@@ -488,15 +563,98 @@ def _export_associated_data(header: dict) -> bytes:
     return json.dumps(header, sort_keys=True).encode()
 
 
-def _imported_reference(item: dict, size: int) -> Reference:
+def _read_export(path: Path):
+    """The JSON document of an export file, read up to MAX_EXPORT_BYTES."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_EXPORT_BYTES + 1)
+    except FileNotFoundError:
+        raise EdgeVerifyError(f"{path} does not exist") from None
+    except OSError as error:
+        raise EdgeVerifyError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > MAX_EXPORT_BYTES:
+        raise EdgeVerifyError(f"{path} is larger than an export may be ({MAX_EXPORT_BYTES // 1_000_000} MB)")
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise EdgeVerifyError(f"{path} is not an edge-verify export (not valid JSON)") from None
+    except RecursionError:
+        raise EdgeVerifyError(f"{path} is not an edge-verify export (JSON nested too deep)") from None
+
+
+def _imported_user(user: dict, size: int) -> tuple[str, list[Reference]]:
+    """(name, references) of one user of an export, every field checked; ValueError if one is bad."""
+    if not isinstance(user, dict) or not isinstance(user.get("name"), str):
+        raise ValueError("a user has no name")
+    name = check_user_name(user["name"])
+    _require_date(user.get("created_at"), f"{name}: created_at")
+    items = user.get("references")
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{name} has no references")
+    references = [_imported_reference(item, size, name) for item in items]
+    try:
+        _refuse_repeats([], references)
+    except EdgeVerifyError as error:
+        raise ValueError(f"{name}: {error}") from None
+    return name, references
+
+
+def _imported_reference(item: dict, size: int, name: str) -> Reference:
+    if not isinstance(item, dict) or not isinstance(item.get("embedding"), str):
+        raise ValueError(f"{name}: a reference has no embedding")
     vector = np.frombuffer(base64.b64decode(item["embedding"], validate=True), "<f4").astype(np.float32)
     if vector.shape != (size,) or not np.isfinite(vector).all() or abs(np.linalg.norm(vector) - 1) > 1e-3:
-        raise ValueError("an embedding has the wrong size or is not a unit vector")
-    return Reference(vector, str(item["image_sha256"]), str(item["source"]), str(item["captured_at"]))
+        raise ValueError(f"{name}: an embedding has the wrong size or is not a unit vector")
+    digest, source = item.get("image_sha256"), item.get("source")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"{name}: image_sha256 is not 64 hex digits")
+    if not isinstance(source, str) or not 0 < len(source) <= MAX_TEXT_FIELD or not source.isprintable():
+        raise ValueError(f"{name}: source is not 1 to {MAX_TEXT_FIELD} printable characters")
+    return Reference(vector, digest, source, _require_date(item.get("captured_at"), f"{name}: captured_at"))
 
 
-def _write_atomically(path: Path, content: bytes) -> None:
-    """Write a file so that it is either complete or not there (never half-written)."""
+def _require_date(value, field: str) -> str:
+    """An ISO 8601 time stamp as the store writes them; ValueError otherwise."""
+    try:
+        if not isinstance(value, str) or len(value) > MAX_TEXT_FIELD:
+            raise ValueError
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{field} is not an ISO 8601 date and time") from None
+    return value
+
+
+def _require_export_target(path: Path, store: Store, overwrite: bool) -> None:
+    """EdgeVerifyError unless an export may be written to `path`."""
+    store_files = [store.path.with_name(store.path.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    if any(_same_file(path, other) for other in store_files):
+        raise EdgeVerifyError(f"{path} is the store or one of its files: an export never replaces it")
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise EdgeVerifyError(f"cannot write {path}: {error.strerror or error}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise EdgeVerifyError(f"{path} exists and is not a regular file: an export never replaces it "
+                              "(give a file name, or - for standard output)")
+    if not overwrite:
+        raise EdgeVerifyError(f"{path} exists: give --overwrite to replace it (nothing was written)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist: the same name then
+        return a.resolve() == b.resolve()
+
+
+def _write_atomically(path: Path, content: bytes, overwrite: bool = False) -> None:
+    """Write a file so that it is either complete or not there (never half-written).
+
+    Without `overwrite` the file takes its name with a hard link, which fails if the name exists:
+    a file that appeared meanwhile is not replaced either.
+    """
     temporary = None
     try:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -504,7 +662,14 @@ def _write_atomically(path: Path, content: bytes) -> None:
             file.write(content)
             file.flush()
             os.fsync(file.fileno())  # on disk before it takes the name, even if the power fails
-        os.replace(temporary, path)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+            os.unlink(temporary)
+    except FileExistsError:
+        Path(temporary).unlink(missing_ok=True)
+        raise EdgeVerifyError(f"{path} exists: give --overwrite to replace it (nothing was written)") from None
     except OSError as error:
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
@@ -514,11 +679,9 @@ def _write_atomically(path: Path, content: bytes) -> None:
 # ------------------------------------------------------------------ info
 
 
-def info(model: Model, store: Store) -> dict:
-    """What runs where: runtime, delegate, model bundle and store."""
+def info(model: Model, store: Store | Path) -> dict:
+    """What runs where: runtime, delegate, model bundle and store (a path: none there yet)."""
     bundle = model.bundle
-    counts = store.counts()
-    by_model = counts.pop("users_by_model")
     return {
         "runtime": {"name": model.runtime, "version": runtime_version(model),
                     "delegate": model.delegate, "threads": model.threads, "model_file": model.model_file},
@@ -527,8 +690,19 @@ def info(model: Model, store: Store) -> dict:
                   "preprocess_version": bundle.preprocess_version,
                   "threshold": float(bundle.calibration["threshold"]),
                   "versions": bundle.manifest.get("versions", {})},
-        "store": {"path": str(store.path), "schema": store.schema_version(),
-                  "encryption": store.encryption, **counts,
-                  "users_other_model": counts["users"] - by_model.get(bundle.fingerprint, 0)},
+        "store": _store_info(store, bundle),
         "preprocess_version": PREPROCESS_VERSION,
     }
+
+
+def _store_info(store: Store | Path, bundle: Bundle) -> dict:
+    if not isinstance(store, Store):
+        key = key_from_environment(store)  # a bad key setting is reported before a store exists
+        return {"path": str(store), "exists": False, "schema": None, "read_only": False,
+                "encryption": "none" if key is None else ENCRYPTION, "users": 0, "references": 0,
+                "encrypted_references": 0, "checks": 0, "users_other_model": 0}
+    counts = store.counts()
+    by_model = counts.pop("users_by_model")
+    return {"path": str(store.path), "exists": True, "schema": store.schema_version(),
+            "read_only": store.read_only, "encryption": store.encryption, **counts,
+            "users_other_model": counts["users"] - by_model.get(bundle.fingerprint, 0)}

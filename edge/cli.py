@@ -16,17 +16,20 @@ import os
 import sys
 import traceback
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import click
 
-from edge_verify.edge.errors import EdgeVerifyError
+from edge_verify.edge.errors import EdgeVerifyError, shown
 
 # OpenCV would print "[ WARN:0] ... input buffer is incomplete" next to our one-line error.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# Options of the whole program, each with a value; accepted after the command too, as users type them.
+GLOBAL_OPTIONS = ("--model", "--db", "--threads", "--delegate", "--profile")
 
 EPILOG = """\b
 Exit codes: 0 match / ok, 1 no match, 2 error (one line on stderr: "error: ...").
@@ -70,11 +73,16 @@ class Settings:
                                                variant=self.variant, backend=self.backend)
         return self._loaded["model"]
 
-    def store(self):
+    def store_path(self) -> Path:
+        from edge_verify.edge.store import default_path
+        return Path(self.db).expanduser() if self.db is not None else default_path()
+
+    def store(self, create: bool = False):
+        """The open store; a missing one is an error unless `create` (enrolment and import)."""
         if "store" not in self._loaded:
-            from edge_verify.edge.store import Store, default_path, key_from_environment
-            path = self.db if self.db is not None else default_path()
-            store = Store(path, key=key_from_environment(path))
+            from edge_verify.edge.store import Store, key_from_environment
+            path = self.store_path()
+            store = Store(path, key=key_from_environment(path), create=create)
             self._loaded["store"] = store
             click.get_current_context().call_on_close(store.close)
         return self._loaded["store"]
@@ -86,6 +94,69 @@ class _Failure(click.ClickException):
 
     def show(self, file=None):
         click.echo(f"error: {self.message}", err=True)
+
+
+class _UsageFailure(click.UsageError):
+    """A usage mistake as one line too: 'error: ... (see --help)', exit code 2."""
+
+    def show(self, file=None):
+        command = self.ctx.command_path if self.ctx is not None else "edge-verify"
+        click.echo(f"error: {self.format_message()} (see {command} --help)", err=True)
+
+
+def place_options(args: list[str], commands) -> list[str]:
+    """The command line with global options given after a device command moved before it, and
+    --json given before the command moved after it. Other commands' options stay as they are."""
+    end = args.index("--") if "--" in args else len(args)
+    front, rest, command, as_json, i = [], [], None, False, 0
+    while i < end:
+        arg = args[i]
+        if arg.split("=", 1)[0] in GLOBAL_OPTIONS:
+            width = 1 if "=" in arg else 2
+            front += args[i:i + width]
+            i += width
+            continue
+        if command is None and arg == "--json":
+            as_json = True
+        elif command is None and not arg.startswith("-"):
+            command = arg
+            rest.append(arg)
+        else:
+            (front if command is None else rest).append(arg)
+        i += 1
+    if command not in commands:
+        return list(args)
+    return front + rest + (["--json"] if as_json else []) + list(args[end:])
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """Native libraries (libpng, FFmpeg, TFLite) write warnings straight to file descriptor 2,
+    which would add lines beside our one-line error. While the command runs, fd 2 goes to
+    /dev/null and Python's sys.stderr to a copy of the real one. Nothing changes when sys.stderr
+    is not fd 2 (e.g. under click's CliRunner)."""
+    try:
+        real = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        real = False
+    if not real:
+        yield
+        return
+    sys.stderr.flush()
+    saved, python_stderr = os.dup(2), sys.stderr
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    sys.stderr = open(saved, "w", encoding=python_stderr.encoding, errors="backslashreplace",
+                      buffering=1, closefd=False)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.close(saved)
+        os.close(devnull)
 
 
 # Commands from outside the device package (the workstation's train, convert, evaluate, ...):
@@ -125,6 +196,16 @@ class _Group(click.Group):
             with formatter.section("Workstation commands (edge-verify[train]; COMMAND --help for each)"):
                 formatter.write_text(", ".join(others))
 
+    def main(self, *args, **kwargs):
+        with _native_stderr_silenced():
+            return super().main(*args, **kwargs)
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, place_options(list(args), self.commands))
+        except click.UsageError as error:
+            raise _UsageFailure(error.message, error.ctx) from None
+
     def invoke(self, ctx):
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -132,6 +213,8 @@ class _Group(click.Group):
                 return super().invoke(ctx)
             except EdgeVerifyError as error:
                 raise _Failure(str(error)) from None
+            except click.UsageError as error:
+                raise _UsageFailure(error.message, error.ctx) from None
             except (KeyboardInterrupt, click.Abort):
                 raise _Failure("interrupted") from None
             except click.ClickException as error:
@@ -146,15 +229,11 @@ class _Group(click.Group):
                                "the traceback above shows where)") from None
 
 
-_default_showwarning = warnings.showwarning
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     from edge_verify.edge.inference import RuntimeFallbackWarning
     if issubclass(category, RuntimeFallbackWarning):
         click.echo(f"warning: {message}", err=True)
-    else:
-        _default_showwarning(message, category, filename, lineno, file, line)
+    # other warnings (numpy, libraries) are for developers: they would break "one line on stderr"
 
 
 def json_option(command):
@@ -263,7 +342,7 @@ def enroll(settings, user, images, replace, append, from_dir, source, as_json):
     if not user or (not images and (source or "file") == "file"):
         raise click.UsageError("give a USER and at least one IMAGE (or --from-dir DIR)")
     from edge_verify.edge import api
-    result = api.enroll(settings.load_model(), settings.store(), user, captured(source, images),
+    result = api.enroll(settings.load_model(), settings.store(create=True), user, captured(source, images),
                         mode=mode, source=source or "file")
     _emit(as_json, result.to_dict(), _enrolment_text(result))
 
@@ -275,26 +354,33 @@ def _enroll_folder(settings, folder: Path, mode: str, as_json: bool):
     users = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not users:
         raise EdgeVerifyError(f"{folder} has no user subfolders (expected DIR/USER/IMAGE files)")
-    model, store = settings.load_model(), settings.store()
+    model, store = settings.load_model(), settings.store(create=True)
     enrolled, failed = [], []
-    with click.progressbar(users, label="Enrolling", file=sys.stderr,
-                           item_show_func=lambda p: p.name if p else "") as bar:
+    progress = click.progressbar(users, label="Enrolling", file=sys.stderr,
+                                 item_show_func=lambda p: shown(p.name) if p else "")
+    with progress if sys.stderr.isatty() else _as_is(users) as bar:  # no progress line in a log
         for user_dir in bar:
             images = sorted(p for p in user_dir.iterdir()
                             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
             try:
                 if not images:
-                    raise EdgeVerifyError(f"{user_dir} holds no images")
+                    raise EdgeVerifyError(f"{shown(user_dir.name)} holds no images")
                 enrolled.append(api.enroll(model, store, user_dir.name, images, mode=mode))
             except EdgeVerifyError as error:
                 failed.append({"user": user_dir.name, "error": str(error)})
-    lines = [f"enrolled {r.user}: {_count(r.references, 'reference')}, spread "
+    lines = [f"enrolled {shown(r.user)}: {_count(r.references, 'reference')}, spread "
              f"{_number(r.spread)}, {_count(len(r.outliers), 'outlier')}" for r in enrolled]
-    lines += [f"failed {f['user']}: {f['error']}" for f in failed]
     lines.append(f"{_count(len(enrolled), 'user')} enrolled, {len(failed)} failed")
     _emit(as_json, {"enrolled": [r.to_dict() for r in enrolled], "failed": failed}, "\n".join(lines))
+    for failure in failed:  # one error line per user that failed
+        click.echo(f"error: {shown(failure['user'])}: {failure['error']}", err=True)
     if failed:
         click.get_current_context().exit(2)
+
+
+@contextmanager
+def _as_is(items):
+    yield items
 
 
 def _enrolment_text(result) -> str:
@@ -325,15 +411,40 @@ def _number(value) -> str:
 # ------------------------------------------------------------------ check / identify
 
 
+def _distance(ctx, param, value):
+    """--threshold: a finite distance in 0..2 (NaN is refused too)."""
+    if value is None:
+        return None
+    from edge_verify.edge.scoring import checked_threshold
+    try:
+        return checked_threshold(value)
+    except EdgeVerifyError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def no_lockout_option(command):
+    return click.option("--no-lockout", is_flag=True,
+                        help="Count no failed attempts in this run (an operator's batch evaluation); "
+                             "users locked already stay locked.")(command)
+
+
+def lockout_settings(no_lockout: bool) -> dict:
+    """max_failed and lockout_seconds from the profile; --no-lockout counts no failures (0)."""
+    security = click.get_current_context().meta["profile"]["security"]
+    return {"max_failed": 0 if no_lockout else security["max_failed_checks"],
+            "lockout_seconds": security["lockout_seconds"]}
+
+
 @main.command(epilog=EPILOG)
 @click.argument("user")
 @click.argument("image", required=False)
-@click.option("--threshold", type=click.FloatRange(0, 2), metavar="DISTANCE",
+@click.option("--threshold", callback=_distance, metavar="DISTANCE",
               help="Distance threshold (0..2) instead of the calibrated one adapted to the user.")
+@no_lockout_option
 @source_option
 @json_option
 @click.pass_obj
-def check(settings, user, image, threshold, source, as_json):
+def check(settings, user, image, threshold, no_lockout, source, as_json):
     """Verify IMAGE against USER's references: MATCH (exit 0) or NO MATCH (exit 1).
 
     Prints the similarity (0..1), the distance to the references and the threshold used: the
@@ -345,11 +456,8 @@ def check(settings, user, image, threshold, source, as_json):
         raise click.UsageError("give the IMAGE to check (or --from camera|pad)")
     from edge_verify.edge import api
     [image] = captured(source, [image] if image else [])
-    security = click.get_current_context().meta["profile"]["security"]
     result = api.check(settings.load_model(), settings.store(), user, image,
-                       threshold=profile_threshold(threshold),
-                       max_failed=security["max_failed_checks"],
-                       lockout_seconds=security["lockout_seconds"])
+                       threshold=profile_threshold(threshold), **lockout_settings(no_lockout))
     relation = "<=" if result.match else ">"
     _emit(as_json, result.to_dict(),
           f"{'MATCH' if result.match else 'NO MATCH'}: {result.user}  similarity {result.similarity:.3f}  "
@@ -361,18 +469,22 @@ def check(settings, user, image, threshold, source, as_json):
 @click.argument("image")
 @click.option("-k", "--top", default=5, show_default=True, type=click.IntRange(min=1),
               help="How many users to list.")
+@no_lockout_option
 @json_option
 @click.pass_obj
-def identify(settings, image, top, as_json):
+def identify(settings, image, top, no_lockout, as_json):
     """Find the enrolled users whose signatures are most like IMAGE (1:N search).
 
-    Exit 0 when the best candidate passes its threshold, 1 when nobody does.
+    Exit 0 when the best candidate passes its threshold, 1 when nobody does. A locked-out user
+    never matches. The search counts as a check of the best candidate for the lockout: no match
+    is one failed attempt, a match resets their failures.
     """
     from edge_verify.edge import api
-    candidates = api.identify(settings.load_model(), settings.store(), image, top)
+    candidates = api.identify(settings.load_model(), settings.store(), image, top,
+                              **lockout_settings(no_lockout))
     width = max(len(c.user) for c in candidates)
     lines = [f"{rank:>2}. {c.user:<{width}}  similarity {c.similarity:.3f}  distance {c.distance:.3f}  "
-             f"{'MATCH' if c.match else 'no match'} (threshold {c.threshold:.3f})"
+             f"{'MATCH' if c.match else 'locked out' if c.locked else 'no match'} (threshold {c.threshold:.3f})"
              for rank, c in enumerate(candidates, start=1)]
     _emit(as_json, {"candidates": [c.to_dict() for c in candidates]}, "\n".join(lines))
     click.get_current_context().exit(0 if candidates[0].match else 1)
@@ -458,23 +570,27 @@ def users_unlock(settings, user, as_json):
 
 
 @main.command("export", epilog=EPILOG)
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option("--user", "names", multiple=True, metavar="USER", help="Export only this user (repeatable).")
 @click.option("--plain", is_flag=True,
               help="Write the embeddings unencrypted even though the store has a key.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace PATH if it is an existing file (never the store, nor a device or folder).")
 @json_option
 @click.pass_obj
-def export_command(settings, path, names, plain, as_json):
+def export_command(settings, path, names, plain, overwrite, as_json):
     """Write enrolments to PATH (JSON: embeddings, no images) to provision other devices.
 
     The file carries the model fingerprint and preprocessing version; `import` on a device
     with another model refuses it. Users enrolled with another model are skipped. When the
     store is encrypted (EDGE_VERIFY_KEY_FILE), the file is encrypted with the same key, and
     only a device with that key can import it; --plain writes the embeddings in the clear.
+    PATH - writes the file to standard output (and nothing else there).
     """
     from edge_verify.edge import api
     store = settings.store()
-    summary = api.export_enrolments(store, settings.bundle(), path, names or None, plain=plain)
+    summary = api.export_enrolments(store, settings.bundle(), path, names or None, plain=plain,
+                                    overwrite=overwrite)
     text = (f"exported {_count(summary['users'], 'user')} ({_count(summary['references'], 'reference')}) "
             f"to {path}")
     if summary["encryption"] != "none":
@@ -484,7 +600,8 @@ def export_command(settings, path, names, plain, as_json):
                    "file can read them", err=True)
     if summary["skipped"]:
         text += f"\nskipped (enrolled with another model): {', '.join(summary['skipped'])}"
-    _emit(as_json, summary, text)
+    if str(path) != api.STDOUT:  # on standard output the export is the only thing
+        _emit(as_json, summary, text)
 
 
 @main.command("import", epilog=EPILOG)
@@ -498,7 +615,7 @@ def import_command(settings, path, replace, as_json):
     An encrypted export needs the key it was made with (EDGE_VERIFY_KEY_FILE or EDGE_VERIFY_KEY).
     """
     from edge_verify.edge import api
-    summary = api.import_enrolments(settings.store(), settings.bundle(), path, replace=replace)
+    summary = api.import_enrolments(settings.store(create=True), settings.bundle(), path, replace=replace)
     _emit(as_json, summary, f"imported {_count(summary['users'], 'user')} "
                             f"({_count(summary['references'], 'reference')}) from {path}")
 
@@ -509,7 +626,8 @@ def import_command(settings, path, replace, as_json):
 def info(settings, as_json):
     """Show the runtime, delegate, model bundle and store in use."""
     from edge_verify.edge import api
-    details = api.info(settings.load_model(), settings.store())
+    path = settings.store_path()
+    details = api.info(settings.load_model(), settings.store() if path.exists() else path)
     runtime, model, store = details["runtime"], details["model"], details["store"]
     text = "\n".join([
         f"runtime: {runtime['name']} {runtime['version']}, delegate {runtime['delegate']}, "
@@ -518,17 +636,23 @@ def info(settings, as_json):
         f"  fingerprint {model['fingerprint'][:12]}, input {model['input'][0]}x{model['input'][1]}, "
         f"embedding {model['embedding_size']}, preprocessing {model['preprocess_version']}, "
         f"threshold {model['threshold']:.3f}",
-        f"store: {store['path']} (schema {store['schema']})",
-        f"  encryption: {_encryption_text(store)}",
-        f"  {store['users']} users, {store['references']} references, {store['checks']} checks logged"
-        + (f", {store['users_other_model']} users enrolled with another model"
-           if store["users_other_model"] else ""),
+        *_store_text(store),
     ])
     from edge_verify.edge.profiles import describe_profile
     meta = click.get_current_context().meta
     details["profile"] = {"name": meta["profile_name"], "settings": meta["profile"]}
     text += f"\nprofile: {meta['profile_name']}\n" + describe_profile(meta["profile"])
     _emit(as_json, details, text)
+
+
+def _store_text(store: dict) -> list[str]:
+    where = ("none yet: enroll or import creates it" if not store["exists"]
+             else f"schema {store['schema']}" + (", read-only" if store["read_only"] else ""))
+    return [f"store: {store['path']} ({where})",
+            f"  encryption: {_encryption_text(store)}",
+            f"  {store['users']} users, {store['references']} references, {store['checks']} checks logged"
+            + (f", {store['users_other_model']} users enrolled with another model"
+               if store["users_other_model"] else "")]
 
 
 def _encryption_text(store: dict) -> str:

@@ -3,6 +3,13 @@
 Every failure the product knows about is one of these. Each carries a one-line message a
 person understands; the CLI prints it and exits with code 2.
 """
+from edge_verify.edge.limits import SHOWN_NAME_LENGTH
+
+
+def shown(text: str, limit: int = SHOWN_NAME_LENGTH) -> str:
+    """A name as a message quotes it: in quotes, control characters escaped, cut after `limit` characters."""
+    text = str(text)
+    return repr(text[:limit] + "..." if len(text) > limit else text)
 
 
 class EdgeVerifyError(Exception):
@@ -12,7 +19,7 @@ class EdgeVerifyError(Exception):
 class ImageError(EdgeVerifyError):
     """An input image cannot be used. `reason` is one of REASONS."""
 
-    REASONS = ("unreadable", "not_an_image", "empty", "blank", "too_small", "too_large")
+    REASONS = ("unreadable", "not_an_image", "empty", "blank", "too_small", "too_large", "not_a_signature")
 
     def __init__(self, reason: str, message: str):
         if reason not in self.REASONS:
@@ -31,6 +38,14 @@ class StoreError(EdgeVerifyError):
 
 class UnknownUserError(StoreError):
     """The user named is not enrolled."""
+
+
+class AlreadyEnrolledError(StoreError):
+    """The user named is enrolled already (enrolling anew, or importing without replacing)."""
+
+    def __init__(self, message: str, user: str):
+        super().__init__(message)
+        self.user = user
 
 
 class UserLockedError(StoreError):

@@ -1,7 +1,9 @@
 """Read an image file or bytes into a uint8 array, refusing oversized images before decoding.
 
 The size is read from the file header (PNG, JPEG, BMP, TIFF, WebP), so a small file that
-claims a huge image (a decompression bomb) never reaches the decoder.
+claims a huge image (a decompression bomb) never reaches the decoder; the decoded size counts its
+channels and 16-bit samples too. A file is read up to MAX_IMAGE_BYTES, whatever it is (a device
+such as /dev/zero has no size to check first). The caps live in edge_verify.edge.limits.
 """
 import os
 import struct
@@ -11,10 +13,11 @@ import cv2
 import numpy as np
 
 from edge_verify.edge.errors import ImageError
+from edge_verify.edge.limits import MAX_DECODED_BYTES, MAX_IMAGE_BYTES, MAX_PIXELS, MAX_SIDE
 
-MAX_FILE_BYTES = 100_000_000
-MAX_PIXELS = 50_000_000
-MAX_SIDE = 20_000
+# Bytes a decoded pixel may take at most, per format (PNG: read from its header).
+BYTES_PER_PIXEL = {"JPEG": 3, "BMP": 4, "TIFF": 8, "WebP": 4}
+PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}  # colour type -> channels as OpenCV decodes them
 
 FORMATS = "PNG, JPEG, BMP, TIFF or WebP"
 
@@ -29,6 +32,9 @@ def load_image(source) -> np.ndarray:
     if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
         raise ImageError("too_large", f"{name} is {width}x{height} pixels, larger than this "
                                       f"tool accepts ({MAX_PIXELS // 1_000_000} Mpixel, {MAX_SIDE} px a side)")
+    if width * height * _bytes_per_pixel(kind, data) > MAX_DECODED_BYTES:
+        raise ImageError("too_large", f"{name} is {width}x{height} pixels of {_bytes_per_pixel(kind, data)} "
+                                      f"bytes, more than this tool decodes ({MAX_DECODED_BYTES // 1_000_000} MB)")
     # JPEG: any flag but UNCHANGED applies the EXIF orientation (phone photos); others keep alpha.
     flags = cv2.IMREAD_ANYCOLOR if kind == "JPEG" else cv2.IMREAD_UNCHANGED
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
@@ -50,15 +56,25 @@ def _read_bytes(source, name: str) -> bytes:
         raise TypeError(f"load_image takes a path or bytes, not {type(source).__name__}")
     path = Path(source)
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageError("too_large", f"{name} is larger than {MAX_FILE_BYTES // 1_000_000} MB")
-        return path.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise ImageError("too_large", f"{name} is larger than {MAX_IMAGE_BYTES // 1_000_000} MB")
+        return data
     except FileNotFoundError:
         raise ImageError("unreadable", f"{name} does not exist") from None
     except IsADirectoryError:
         raise ImageError("unreadable", f"{name} is a folder, not an image file") from None
     except OSError as error:
         raise ImageError("unreadable", f"cannot read {name}: {error.strerror or error}") from None
+
+
+def _bytes_per_pixel(kind: str, data: bytes) -> int:
+    """The most bytes one decoded pixel can take (PNG: its channels and bit depth)."""
+    if kind != "PNG":
+        return BYTES_PER_PIXEL[kind]
+    depth, colour = (data[24:26] + b"\0\0")[:2]
+    return PNG_CHANNELS.get(colour, 4) * (2 if depth == 16 else 1)
 
 
 def image_header(data: bytes, name: str = "the image") -> tuple[str, int, int]:

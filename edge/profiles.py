@@ -100,7 +100,7 @@ def _find(name_or_path) -> Path:
             raise ProfileError(f"profile file not found: {path}")
         return path
     candidate = resources.files(PROFILES_PACKAGE) / f"{text}.toml"
-    if text == DEFAULT_NAME or not candidate.is_file():
+    if not candidate.is_file():
         raise ProfileError(f"unknown profile {text!r}; known profiles: {', '.join(available_profiles())}"
                            " (or give the path of a .toml file)")
     return candidate

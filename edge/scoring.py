@@ -9,15 +9,22 @@ vary a lot (a large spread) gets a looser threshold, a very consistent writer a 
     user_threshold = threshold + alpha * (spread - reference_spread)
 
 `alpha` and `reference_spread` (the typical spread of validation writers) are calibrated with
-the threshold and stored in the bundle manifest. With one reference there is no spread: the
+the threshold and stored in the bundle manifest. The spread counts up to MAX_SPREAD_FACTOR times
+`reference_spread` (max_spread): references spread wider are not one person's (enrolment refuses
+them), and the threshold never loosens past threshold + alpha * reference_spread. With one reference there is no spread: the
 bundle's `threshold_one_reference`, calibrated with one reference, is used as it is (older
 bundles without one use the threshold).
 
 This module is the one scoring rule: the device, the evaluation and the benchmarks all call it.
 """
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from edge_verify.edge.errors import EdgeVerifyError
+
+MAX_SPREAD_FACTOR = 2.0     # one person's references spread at most this many times a typical writer's
 
 
 @dataclass(frozen=True)
@@ -48,8 +55,14 @@ def reference_spread(references: np.ndarray) -> float | None:
     return float(pairwise[upper].mean())
 
 
+def max_spread(calibration: dict) -> float | None:
+    """The largest spread one person's references may have; None when the bundle has no typical spread."""
+    typical = calibration.get("reference_spread")
+    return None if typical is None else MAX_SPREAD_FACTOR * float(typical)
+
+
 def user_threshold(references: np.ndarray, calibration: dict) -> float:
-    """The bundle threshold adapted to the spread of this user's references."""
+    """The bundle threshold adapted to the spread of this user's references (bounded: max_spread)."""
     threshold = float(calibration["threshold"])
     spread = reference_spread(references)
     if spread is None:
@@ -57,7 +70,19 @@ def user_threshold(references: np.ndarray, calibration: dict) -> float:
     alpha = float(calibration.get("alpha", 0.0))
     if alpha == 0.0:
         return threshold
+    spread = min(spread, max_spread(calibration))
     return threshold + alpha * (spread - float(calibration["reference_spread"]))
+
+
+def checked_threshold(value) -> float:
+    """A distance threshold given by a person: a finite number in 0..2, else EdgeVerifyError."""
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        threshold = math.nan
+    if not 0.0 <= threshold <= 2.0:  # also refuses NaN
+        raise EdgeVerifyError(f"the threshold must be a distance from 0 to 2, not {value!r}")
+    return threshold
 
 
 def similarity(distance: float) -> float:

@@ -14,11 +14,23 @@ is that vector encrypted with AES-256-GCM (blob = 12-byte random nonce + ciphert
 user name, reference id and model fingerprint as associated data, so a changed or swapped row
 fails authentication. The key is given to Store (see key_from_environment); never kept in the store.
 Store.seal / Store.unseal encrypt other data (an export file) the same way.
+
+A store remembers its key: the first enrolment or import with one writes a key check value (a
+sealed constant) to `settings` and encrypts any plain rows. From then on a command with
+another key is refused, a plain row is refused as tampering, and references cannot be written
+without the key.
+
+Only a store is opened: a file that is not one (another program's database, a device node) is
+refused untouched. `create=False` (every read) refuses a store that does not exist instead of
+creating it. A store that cannot be written (file or folder read-only) is opened read-only: reads
+work, writes are refused. A damaged file is reported as damage (PRAGMA quick_check before every
+enrolment and whenever a user is not found), never as "unknown user".
 """
 import base64
 import binascii
 import os
 import sqlite3
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -26,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_verify.edge.errors import StoreError, UnknownUserError
+from edge_verify.edge.errors import AlreadyEnrolledError, StoreError, UnknownUserError, shown
 
 APP_NAME = "edge-verify"
 DB_NAME = "store.sqlite3"
@@ -37,6 +49,9 @@ KEY_ENV = "EDGE_VERIFY_KEY"             # the key as 64 hex digits
 KEY_FILE_ENV = "EDGE_VERIFY_KEY_FILE"   # a file holding the 32 key bytes (raw, hex or base64)
 KEY_SIZE = 32
 NONCE_SIZE = 12
+ENCRYPTION = "aes-256-gcm"              # what Store.encryption says when a key is set
+KEY_CHECK = b"edge-verify key check"    # sealed with the key into settings.key_check
+STORE_TABLES = {"users", "embeddings", "checks"}
 
 MIGRATIONS = [
     # 1: the first schema
@@ -78,6 +93,13 @@ MIGRATIONS = [
         user TEXT PRIMARY KEY,
         failed_checks INTEGER NOT NULL DEFAULT 0,
         locked_until TEXT
+    );
+    """,
+    # 3: settings of the store itself (the key check value)
+    """
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
     );
     """,
 ]
@@ -136,11 +158,13 @@ def default_path(data_dir=None) -> Path:
 class Store:
     """An open store. Use as a context manager, or call close()."""
 
-    def __init__(self, path=None, *, timeout: float | None = None, key: bytes | None = None):
-        """Open (creating if needed) the store; waits up to `timeout` s (BUSY_TIMEOUT_S) for a lock.
+    def __init__(self, path=None, *, timeout: float | None = None, key: bytes | None = None,
+                 create: bool = True):
+        """Open the store; waits up to `timeout` s (BUSY_TIMEOUT_S) for a lock.
 
         With a 32-byte `key`, new references are stored encrypted (AES-256-GCM) and encrypted
-        ones can be read; without it, references are stored in the clear.
+        ones can be read; without it, references are stored in the clear. `create=False` refuses
+        a store that does not exist yet (StoreError) instead of creating it and its folder.
         """
         timeout = BUSY_TIMEOUT_S if timeout is None else timeout
         self.path = Path(path).expanduser() if path is not None else default_path()
@@ -150,25 +174,61 @@ class Store:
             if len(key) != KEY_SIZE:
                 raise StoreError(f"the encryption key must be {KEY_SIZE} bytes, not {len(key)}")
             self._cipher = AESGCM(bytes(key))
+        self._keyed = False  # whether the store has a key check value (set by _adopt_key)
+        exists = self._require_store_file(create)
+        self.read_only = exists and not self._writable()
+        with self._errors():
+            if self.read_only:
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                           timeout=timeout, isolation_level=None)
+            else:
+                self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        try:
+            with self._errors():
+                self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                self._db.execute("PRAGMA foreign_keys = ON")
+                journal = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+                self._require_own_schema()
+                if not self.read_only and journal != "wal":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                self._migrate()
+                self._keyed = self._adopt_key()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _require_store_file(self, create: bool) -> bool:
+        """Whether the store file exists (with content); StoreError for anything but a store file."""
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            info = None
+        except OSError as error:
+            raise StoreError(f"cannot open the store {self.path}: {error.strerror or error}") from None
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            raise StoreError(f"the store {self.path} is a folder, not a database file")
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            raise StoreError(f"{self.path} is not a regular file, so it is not an edge-verify store")
+        if info is not None and info.st_size > 0:
+            return True  # SQLite itself refuses a file that is not a database (never open it here:
+            # closing another descriptor of the file would drop this process's SQLite locks on it)
+        if not create:
+            raise StoreError(f"there is no store at {self.path}: enroll a user or import an export "
+                             "first (only they create a store)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreError(f"cannot create the folder of the store {self.path}: "
                              f"{error.strerror or error}") from None
-        if self.path.is_dir():
-            raise StoreError(f"the store {self.path} is a folder, not a database file")
-        with self._errors():
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        try:
-            with self._errors():
-                self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-                self._db.execute("PRAGMA foreign_keys = ON")
-                if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    self._db.execute("PRAGMA journal_mode = WAL")
-                self._migrate()
-        except BaseException:
-            self._db.close()
-            raise
+        return False
+
+    def _require_own_schema(self) -> None:
+        """StoreError, before anything is written, unless the database is empty or an edge-verify store."""
+        tables = {name for (name,) in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if (tables or self.schema_version()) and not STORE_TABLES <= tables:
+            raise StoreError(f"{self.path} is an SQLite database of another program, not an "
+                             "edge-verify store: nothing was changed")
 
     def close(self) -> None:
         self._db.close()
@@ -189,6 +249,9 @@ class Store:
         if version > len(MIGRATIONS):
             raise StoreError(f"the store {self.path} was written by a newer edge-verify "
                              f"(schema {version}, this one knows {len(MIGRATIONS)}); upgrade edge-verify")
+        if self.read_only and version < len(MIGRATIONS):
+            raise StoreError(f"the store {self.path} is read-only and needs an upgrade (schema "
+                             f"{version} to {len(MIGRATIONS)}): make it writable once")
         for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
             with self.transaction():
                 if self.schema_version() >= number:  # another process migrated meanwhile
@@ -196,6 +259,14 @@ class Store:
                 for statement in filter(str.strip, sql.split(";")):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number}")
+
+    def require_intact(self) -> None:
+        """StoreError when SQLite's quick_check finds the file damaged (pages, indexes)."""
+        with self._errors():
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise StoreError(f"the store {self.path} is damaged ({'; '.join(problems)[:200]}): "
+                             "nothing was changed; restore it from a backup or an export")
 
     # ------------------------------------------------------------ transactions and errors
 
@@ -211,8 +282,9 @@ class Store:
                            "try again when it has finished")
             elif "readonly" in text or "read-only" in text or not self._writable():
                 message = f"the store {self.path} (or its folder) is read-only: nothing was changed"
-            elif "not a database" in text or "malformed" in text:
-                message = f"{self.path} is damaged or is not an edge-verify store ({text})"
+            elif "not a database" in text or "malformed" in text or "corrupt" in text:
+                message = (f"{self.path} is damaged or is not an edge-verify store ({text}): "
+                           "nothing was changed")
             elif "unable to open" in text:
                 message = f"cannot open the store {self.path} ({text})"
             else:
@@ -235,6 +307,8 @@ class Store:
         if self._db.in_transaction:
             yield
             return
+        if self.read_only:
+            raise StoreError(f"the store {self.path} (or its folder) is read-only: nothing was changed")
         with self._errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -263,6 +337,8 @@ class Store:
             raise ValueError(f"unknown mode {mode!r}")
         counts = {}
         with self.transaction():
+            self.require_intact()  # a damaged name index would let a user be enrolled twice
+            self._record_key()
             for name, references in enrolments.items():
                 counts[name] = self._save(name, references, model_fingerprint, preprocess_version, mode)
         return counts
@@ -276,8 +352,8 @@ class Store:
         if row and mode == "new":
             count = self._db.execute("SELECT COUNT(*) FROM embeddings WHERE user_id = ?",
                                      (row[0],)).fetchone()[0]
-            raise StoreError(f"{name} is already enrolled ({count} references); use --replace "
-                             "to start over or --append to add references")
+            raise AlreadyEnrolledError(f"{name} is already enrolled ({count} references); use --replace "
+                                       "to start over or --append to add references", name)
         if not row and mode == "append":
             raise UnknownUserError(f"{name} is not enrolled, so there is nothing to append to; "
                                    "enroll without --append")
@@ -313,18 +389,29 @@ class Store:
                                    "created_at, updated_at FROM users WHERE name = ?",
                                    (name,)).fetchone()
             if row is None:
-                raise UnknownUserError(f"unknown user {name!r}: not enrolled in {self.path}")
+                raise self._unknown(name)
             rows = self._db.execute("SELECT id, codec, vector, image_sha256, source, captured_at "
                                     "FROM embeddings WHERE user_id = ? ORDER BY id",
                                     (row[0],)).fetchall()
         references = [Reference(self._decode(codec, blob, row[1], reference_id, row[2]), sha, source, at)
                       for reference_id, codec, blob, sha, source, at in rows]
+        if not references or len({r.embedding.size for r in references}) != 1:
+            raise StoreError(f"the references of {row[1]} in {self.path} are damaged (none, "
+                             "or vectors of different sizes); re-enroll them with --replace")
         return User(*row[1:], references)
+
+    def _unknown(self, name: str) -> UnknownUserError:
+        """The error for a name not found, once the store is known not to be damaged."""
+        self.require_intact()
+        return UnknownUserError(f"unknown user {shown(name)}: not enrolled in {self.path}")
 
     def has_user(self, name: str) -> bool:
         """Whether `name` is enrolled (without reading the references)."""
         with self._errors():
-            return self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
+            found = self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
+        if not found:
+            self.require_intact()
+        return found
 
     def users(self) -> list[dict]:
         """Every user: name, model_fingerprint, preprocess_version, references, created_at, updated_at."""
@@ -340,7 +427,7 @@ class Store:
         """Delete a user and their references (the audit log keeps its lines)."""
         with self.transaction():
             if self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
-                raise UnknownUserError(f"unknown user {name!r}: not enrolled in {self.path}")
+                raise self._unknown(name)
             self._db.execute("DELETE FROM lockouts WHERE user = ?", (name,))
 
     def gallery(self, model_fingerprint: str) -> Gallery:
@@ -352,11 +439,19 @@ class Store:
                 "WHERE u.model_fingerprint = ? ORDER BY u.id, e.id", (model_fingerprint,)).fetchall()
         if not rows:
             return Gallery([], np.zeros((0, 0), np.float32), np.zeros(0, int), np.zeros(0, int))
-        if all(row[2] == PLAIN for row in rows):
+        if not self._keyed and all(row[2] == PLAIN for row in rows):
+            if len({len(row[3]) for row in rows}) != 1:
+                raise StoreError(f"the store {self.path} is damaged: its references have different sizes")
             matrix = np.frombuffer(b"".join(row[3] for row in rows), "<f4").reshape(len(rows), -1)
-        else:  # decrypted once here, so a 1:N search runs on the plain matrix
-            matrix = np.stack([self._decode(codec, blob, name, reference_id, model_fingerprint)
-                               for _, name, codec, blob, reference_id in rows])
+            if not _unit_vectors(matrix).all():
+                bad = rows[int(np.argmin(_unit_vectors(matrix)))]
+                raise _damaged(bad[1], bad[4], self.path)
+        else:  # decrypted (and checked) once here, so a 1:N search runs on the plain matrix
+            vectors = [self._decode(codec, blob, name, reference_id, model_fingerprint)
+                       for _, name, codec, blob, reference_id in rows]
+            if len({v.size for v in vectors}) != 1:
+                raise StoreError(f"the store {self.path} is damaged: its references have different sizes")
+            matrix = np.stack(vectors)
         ids = np.fromiter((row[0] for row in rows), np.int64, len(rows))
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
         counts = np.diff(np.r_[starts, len(rows)])
@@ -380,7 +475,7 @@ class Store:
     @property
     def encryption(self) -> str:
         """How new references are stored: "aes-256-gcm" (a key is set) or "none"."""
-        return "none" if self._cipher is None else "aes-256-gcm"
+        return "none" if self._cipher is None else ENCRYPTION
 
     def seal(self, data: bytes, associated: bytes) -> bytes:
         """`data` encrypted and authenticated with the store's key (AES-256-GCM), bound to
@@ -407,19 +502,74 @@ class Store:
                              f"{KEY_FILE_ENV} (a key file) or {KEY_ENV} (hex)")
         return self._cipher
 
+    def _adopt_key(self) -> bool:
+        """Whether the store has a key (a key check value); StoreError when the key given is not it.
+
+        A store without a check value that holds encrypted rows (made before check values) is
+        checked against its first encrypted row.
+        """
+        stored = self._setting("key_check")
+        if self._cipher is not None and stored is not None and self.unseal(stored, KEY_CHECK) is None:
+            raise self._wrong_key()
+        if self._cipher is not None and stored is None:
+            self._first_encrypted_row()
+        return stored is not None
+
+    def _record_key(self) -> None:
+        """In a write transaction: the first write with a key stores its check value and encrypts
+        the rows written without one. From then on the store has this key."""
+        if self._cipher is None or self._setting("key_check") is not None:
+            return
+        self._db.execute("INSERT INTO settings (name, value) VALUES ('key_check', ?)",
+                         (self.seal(KEY_CHECK, KEY_CHECK),))
+        self._encrypt_plain_rows()
+
+    def _setting(self, name: str):
+        with self._errors():
+            row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def _wrong_key(self) -> StoreError:
+        return StoreError(f"the key is not the key of the store {self.path}: nothing was done; set "
+                          f"{KEY_FILE_ENV} or {KEY_ENV} to this store's key")
+
+    def _first_encrypted_row(self) -> None:
+        """StoreError when the key cannot open the store's first encrypted row."""
+        row = self._db.execute("SELECT e.id, e.vector, u.name, u.model_fingerprint FROM embeddings e "
+                               "JOIN users u ON u.id = e.user_id WHERE e.codec = ? ORDER BY e.id LIMIT 1",
+                               (ENCRYPTED,)).fetchone()
+        if row and self.unseal(row[1], _associated_data(row[2], row[0], row[3])) is None:
+            raise self._wrong_key()
+
+    def _encrypt_plain_rows(self) -> None:
+        rows = self._db.execute("SELECT e.id, e.vector, u.name, u.model_fingerprint FROM embeddings e "
+                                "JOIN users u ON u.id = e.user_id WHERE e.codec = ?", (PLAIN,)).fetchall()
+        for reference_id, blob, user, fingerprint in rows:
+            vector = _vector(blob, user, reference_id, self.path)
+            codec, sealed = self._encode(vector, user, reference_id, fingerprint)
+            self._db.execute("UPDATE embeddings SET codec = ?, vector = ? WHERE id = ?",
+                             (codec, sealed, reference_id))
+
     def _encode(self, embedding, user: str, reference_id: int, model_fingerprint: str):
         """(codec, blob) of one reference: encrypted when the store has a key."""
         plain = np.asarray(embedding, "<f4").tobytes()
         if self._cipher is None:
+            if self._keyed:
+                raise StoreError(f"the store {self.path} is encrypted and no key is set: set "
+                                 f"{KEY_FILE_ENV} (a key file) or {KEY_ENV} (hex); nothing was changed")
             return PLAIN, plain
         return ENCRYPTED, self.seal(plain, _associated_data(user, reference_id, model_fingerprint))
 
     def _decode(self, codec: str, blob: bytes, user: str, reference_id: int,
                 model_fingerprint: str) -> np.ndarray:
+        """The reference's unit vector; StoreError when it is damaged, tampered with or unreadable."""
+        if codec == PLAIN and self._keyed:
+            raise StoreError(f"reference {reference_id} of user {user} is not encrypted in an "
+                             f"encrypted store: the store {self.path} was tampered with")
         if codec == PLAIN:
-            return np.frombuffer(blob, "<f4").astype(np.float32)
+            return _vector(blob, user, reference_id, self.path)
         if codec != ENCRYPTED:
-            raise StoreError(f"reference {reference_id} of user {user} uses codec {codec!r}, "
+            raise StoreError(f"reference {reference_id} of user {user} uses codec {shown(str(codec))}, "
                              "which this edge-verify cannot read")
         if self._cipher is None:
             raise StoreError(f"the references in {self.path} are encrypted and no key is set: "
@@ -428,7 +578,7 @@ class Store:
         if plain is None:
             raise StoreError(f"reference {reference_id} of user {user} failed authentication: "
                              "the store was tampered with or the key is wrong")
-        return np.frombuffer(plain, "<f4").astype(np.float32)
+        return _vector(plain, user, reference_id, self.path)
 
     # ------------------------------------------------------------ brute-force lockout
 
@@ -461,6 +611,14 @@ class Store:
                 "locked_until = excluded.locked_until",
                 (user, failed, until.isoformat(timespec="milliseconds") if until else None))
         return until
+
+    def locked_users(self) -> set[str]:
+        """The users locked out now."""
+        with self._errors():
+            rows = self._db.execute("SELECT user, locked_until FROM lockouts "
+                                    "WHERE locked_until IS NOT NULL").fetchall()
+        moment = clock()
+        return {user for user, until in rows if datetime.fromisoformat(until) > moment}
 
     def clear_failed_checks(self, user: str) -> bool:
         """Forget `user`'s failed checks and lift any lockout; True if there was something to forget."""
@@ -499,6 +657,28 @@ class Store:
                 "checked_at")
         return [dict(zip(keys, row)) for row in rows]
 
+
+
+def _unit_vectors(matrix: np.ndarray) -> np.ndarray:
+    """Per row: whether it is a finite unit vector (as every stored embedding is)."""
+    with np.errstate(all="ignore"):
+        norms = np.linalg.norm(matrix.astype(np.float64), axis=-1)
+    return np.isfinite(matrix).all(axis=-1) & (np.abs(norms - 1.0) <= 1e-3)
+
+
+def _vector(blob: bytes, user: str, reference_id: int, path) -> np.ndarray:
+    """A stored float32 vector; StoreError when it is not a finite unit vector (a damaged row)."""
+    if not isinstance(blob, bytes) or not blob or len(blob) % 4:
+        raise _damaged(user, reference_id, path)
+    vector = np.frombuffer(blob, "<f4").astype(np.float32)
+    if not _unit_vectors(vector[None])[0]:
+        raise _damaged(user, reference_id, path)
+    return vector
+
+
+def _damaged(user: str, reference_id: int, path) -> StoreError:
+    return StoreError(f"reference {reference_id} of user {user} in {path} is damaged (not a "
+                      "finite unit vector); re-enroll the user with --replace")
 
 
 def _associated_data(user: str, reference_id: int, model_fingerprint: str) -> bytes:

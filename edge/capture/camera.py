@@ -11,7 +11,9 @@ import cv2
 import numpy as np
 
 from edge_verify.edge.errors import CaptureError
+from edge_verify.edge.limits import MAX_LINE, MAX_PIXELS, MAX_SIDE
 
+STILL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 THUMBNAIL_WIDTH = 160       # frames are compared at this width, blurred: sensor noise does not count
 FRAMES_AFTER_KEY = 5        # frames dropped after Enter (a live camera buffers a few stale ones)
 
@@ -21,9 +23,10 @@ def capture_frame(settings: dict, device=None, keys=None) -> np.ndarray:
 
     `device` overrides settings["device"] (camera index, video file, stream URL);
     `keys` is the line stream Enter is read from for trigger = "key" (default: standard input).
+    A video file or stream URL given as `device` is read with OpenCV, whatever the backend.
     """
     device = settings["device"] if device is None else device
-    if settings["backend"] == "picamera2":
+    if settings["backend"] == "picamera2" and str(device).isdigit():
         frames = picamera2_frames(int(device), settings["width"], settings["height"], settings["format"])
     else:
         frames = opencv_frames(device, settings["width"], settings["height"], settings["fourcc"])
@@ -42,9 +45,12 @@ def opencv_frames(device, width: int = 0, height: int = 0, fourcc: str = "") -> 
         device = int(device)
     if isinstance(device, str) and "://" not in device and "!" not in device and not Path(device).exists():
         raise CaptureError(f"camera or video file not found: {device}")
+    if isinstance(device, str) and Path(device).suffix.lower() in STILL_SUFFIXES:
+        raise CaptureError(f"{device} is an image file, not a camera or video: check it with --from file")
     capture = cv2.VideoCapture(device)
     if not capture.isOpened():
         raise CaptureError(f"cannot open camera {device!r}: is it connected and not in use by another program?")
+    _require_frame_size(capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT), capture)
     if isinstance(device, int):
         if fourcc:
             capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
@@ -60,9 +66,18 @@ def _read_opencv(capture) -> Iterator[np.ndarray]:
             ok, frame = capture.read()
             if not ok:
                 return
+            _require_frame_size(frame.shape[1], frame.shape[0], capture)
             yield frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     finally:
         capture.release()
+
+
+def _require_frame_size(width: float, height: float, capture) -> None:
+    """CaptureError (and the camera released) for frames larger than an image may be."""
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        capture.release()
+        raise CaptureError(f"the camera delivers {int(width)}x{int(height)} frames, larger than this tool "
+                           f"accepts ({MAX_PIXELS // 1_000_000} Mpixel, {MAX_SIDE} px a side)")
 
 
 def picamera2_frames(camera_num: int, width: int, height: int, fmt: str = "RGB888") -> Iterator[np.ndarray]:
@@ -123,7 +138,7 @@ def wait_until_steady(frames, steady_frames: int = 8, threshold: float = 2.0, ma
 def wait_for_key(frames, keys) -> np.ndarray:
     """The frame taken just after a line (Enter) is read from `keys`."""
     print("Hold the signed page in front of the camera and press Enter.", file=sys.stderr)
-    keys.readline()
+    keys.readline(MAX_LINE)
     frame = None
     for count, frame in enumerate(frames, start=1):
         if count > FRAMES_AFTER_KEY:

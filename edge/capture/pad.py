@@ -4,7 +4,8 @@ serial port) and draw them like a scanned signature.
 One record per pen sample: x, y (pad units, y pointing down), pressure (0..1, optional),
 t (time, optional, never decreasing), up (true on the last sample of a stroke: the pen lifts).
 An `end` record closes the recording; the end of the file or stream does too.
-A stroke is an array (N, 3) of x, y, pressure.
+A stroke is an array (N, 3) of x, y, pressure. A line over MAX_LINE characters, or a
+recording over MAX_STROKE_BYTES, is refused as it is read (a stream such as /dev/zero never ends).
 """
 import csv
 import json
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 from edge_verify.edge.errors import CaptureError
+from edge_verify.edge.limits import MAX_STROKE_BYTES, MAX_LINE
 
 DEFAULT_PRESSURE = 0.5
 MAX_COORDINATE = 1_000_000      # larger |x| or |y| is not a pad coordinate
@@ -61,6 +63,7 @@ def read_strokes(lines, fmt: str = "jsonl", name: str = "stroke stream") -> list
     """Strokes from an iterable of lines (str or bytes: a file, a serial port), up to an end record."""
     if fmt not in ("jsonl", "csv"):
         raise CaptureError(f"unknown stroke format {fmt!r}: use jsonl or csv")
+    lines = _bounded(lines, name)
     records = _jsonl_records(lines, name) if fmt == "jsonl" else _csv_records(lines, name)
     strokes, current, last_t, number = [], [], -math.inf, 0
     for number, sample in records:
@@ -92,6 +95,29 @@ def read_strokes(lines, fmt: str = "jsonl", name: str = "stroke stream") -> list
     if np.ptp(points[:, :2], axis=0).max() < MIN_EXTENT:
         raise CaptureError(f"{name}: every sample is at the same spot, not a signature")
     return strokes
+
+
+def _bounded(lines, name):
+    """The lines of a file, stream or list; CaptureError for a line over MAX_LINE or a
+    recording over MAX_STROKE_BYTES. A stream is read with readline(limit): never a line unbounded."""
+    total = 0
+    for number, line in enumerate(_lines(lines), start=1):
+        total += len(line)
+        if len(line) > MAX_LINE:
+            raise CaptureError(f"{name} line {number} is longer than {MAX_LINE} characters: "
+                               "not a pen sample")
+        if total > MAX_STROKE_BYTES:
+            raise CaptureError(f"{name} is larger than {MAX_STROKE_BYTES // 1_000_000} MB: not one signature")
+        yield line
+
+
+def _lines(lines):
+    read = getattr(lines, "readline", None)
+    if read is None:
+        yield from lines
+        return
+    while line := read(MAX_LINE + 1):
+        yield line
 
 
 def _jsonl_records(lines, name):
