@@ -466,12 +466,9 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.limit:
-            response = _error(413 if declared.isdigit() else 400, "too_large" if declared.isdigit() else "bad_request",
-                              f"the request body is larger than {self.limit // 1_000_000} MB"
-                              if declared.isdigit() else "Content-Length is not a number")
-            return await response(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")  # the server checked its form
+        if declared.isdigit() and int(declared) > self.limit:
+            return await _error(413, "too_large", self._message())(scope, receive, send)
         received = 0
 
         async def counted():
@@ -479,10 +476,13 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:
-                raise HTTPError(413, "too_large", f"the request body is larger than {self.limit // 1_000_000} MB")
+                raise HTTPError(413, "too_large", self._message())
             return message
 
         await self.app(scope, counted, send)
+
+    def _message(self) -> str:
+        return f"the request body is larger than {self.limit // 1_000_000} MB"
 
 
 # ------------------------------------------------------------------ run

@@ -275,6 +275,27 @@ def test_too_large_is_413(server):
                  "too_large")
 
 
+def test_a_streamed_body_over_the_limit_is_stopped_as_it_arrives():
+    """A chunked upload declares no length: the body is counted as it is read."""
+    import asyncio
+
+    from edge_verify.edge.serve import BodyLimit, HTTPError
+
+    chunks = [{"type": "http.request", "body": b"x" * 6, "more_body": True} for _ in range(3)]
+    read = []
+
+    async def app(scope, receive, send):
+        while (message := await receive())["more_body"]:
+            read.append(message["body"])
+
+    async def receive():
+        return chunks.pop(0)
+
+    with pytest.raises(HTTPError) as refused:
+        asyncio.run(BodyLimit(app, limit=10)({"type": "http", "headers": []}, receive, None))
+    assert (refused.value.status, refused.value.code, read) == (413, "too_large", [b"x" * 6])
+
+
 def test_locked_out_user_is_423_until_unlocked(server):
     assert enroll(server, "frank", "alice_ref_1.jpg", "alice_ref_2.jpg")[0] == 200
     never = ([("threshold", "0")], [demo("alice_genuine.jpg")])
