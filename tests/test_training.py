@@ -82,7 +82,7 @@ def test_a_user_with_one_reference_is_held_to_the_one_reference_threshold():
     signatures = fake_signatures()
     # one reference is a noisier anchor than five: genuine queries sit farther from it
     embeddings = separable_embeddings(signatures, noise=0.3, seed=2)
-    calibration = calibrate(signatures, embeddings, refs=5)
+    calibration = calibrate(signatures, embeddings, refs=5, random_far=1.0)  # other writers: no cap here
     one = evaluate_embeddings(signatures, embeddings, refs_list=(1,), calibration=calibration)[0]
     assert one["frr"] == 0.0 and one["far_skilled"] == 0.0  # separable: the R = 1 threshold separates
     reference = embeddings[:1]
@@ -268,3 +268,15 @@ def test_floor_descriptor_tells_apart_different_shapes_and_is_unit_length():
     d = hog_descriptors(images)
     assert np.allclose(np.linalg.norm(d, axis=1), 1.0)
     assert np.linalg.norm(d[0] - d[1]) < np.linalg.norm(d[0] - d[2])
+
+
+def test_the_shipped_threshold_lets_at_most_1_percent_of_other_writers_pass():
+    signatures = fake_signatures(writers=6)
+    rng = np.random.default_rng(5)
+    # skilled forgeries sit right on their writer (EER near 50 %), other writers far away but spread
+    embeddings = np.array([np.eye(8)[int(s.writer)] + 0.4 * rng.normal(size=8) for s in signatures])
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    calibration = calibrate(signatures, embeddings, refs=5)
+    assert calibration["threshold"] <= calibration["threshold_eer"]
+    [result] = evaluate_embeddings(signatures, embeddings, refs_list=(5,), calibration=calibration)
+    assert result["far_random"] <= 0.01

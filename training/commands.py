@@ -113,9 +113,12 @@ def evaluate(model, roots, layout, split, refs, no_floor, report_path, as_json):
         raise click.BadParameter(f"{refs!r} is not a comma-separated list of numbers", param_hint="--refs")
     if model is not None and str(model).endswith(".keras"):  # bundles run on LiteRT alone
         need_tensorflow()
-    reports = []
+    reports, pool, floor_pool = [], {}, {}
     for root in roots:
         report, scores = evaluate_model(model, root, layout, split, refs_list, floor=not no_floor)
+        pool[report["dataset"]] = scores
+        if "floor_scores" in report:
+            floor_pool[report["dataset"]] = report.pop("floor_scores")
         reports.append(report)
         if report_path:
             path = Path(report_path)
@@ -124,8 +127,25 @@ def evaluate(model, roots, layout, split, refs, no_floor, report_path, as_json):
             write_report(report, scores, path)
         if not as_json:
             click.echo(text_report(report))
+    if len(roots) > 1 and not as_json:
+        click.echo(pool_text(pool, floor_pool))
     if as_json:
         click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+
+
+def pool_text(pool, floor_pool):
+    """The pool line: the mean over datasets of each one's mean EER over R, with intervals."""
+    from edge_verify.training.evaluate import pool_bootstrap, pool_figure
+
+    low, high = pool_bootstrap(pool)
+    text = f"pool of {len(pool)} datasets (mean over datasets of the mean EER over R): " \
+           f"{100 * pool_figure(pool):.2f} % [{100 * low:.1f}, {100 * high:.1f}]"
+    if floor_pool:
+        low, high = pool_bootstrap(floor_pool)
+        d_low, d_high = pool_bootstrap(pool, floor_pool)
+        text += (f"; floor {100 * pool_figure(floor_pool):.2f} % [{100 * low:.1f}, {100 * high:.1f}]; "
+                 f"model - floor [{100 * d_low:.1f}, {100 * d_high:.1f}] points")
+    return text
 
 
 def text_report(report):

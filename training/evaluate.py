@@ -138,6 +138,8 @@ def paired_bootstrap_difference(scores_a, scores_b, reps=1000, level=0.95, seed=
     """Interval of EER(a) - EER(b) on the same writers, drawn together: how far apart two models
     (or ideas) really are on this writer pool."""
     keys = [k for k in scores_a if k in scores_b and len(scores_a[k]["genuine"]) and len(scores_a[k]["skilled"])]
+    if not keys:
+        return None
     rng = np.random.default_rng(seed)
 
     def eer(scores, drawn):
@@ -176,6 +178,37 @@ def pool_eer(signatures, embeddings, refs_list=POOL_REFS):
     return {"eer": float(np.mean(list(per_dataset.values()))), "datasets": per_dataset}
 
 
+def pool_figure(scores_by):
+    """pool_eer's figure from scores: {dataset: {R: protocol_scores}} -> the mean over datasets of
+    the mean skilled EER over R (an R without queries is left out)."""
+    per_dataset = []
+    for by_refs in scores_by.values():
+        eers = [equal_error_rate(pooled(s, "genuine"), pooled(s, "skilled"))[0] for s in by_refs.values()
+                if len(pooled(s, "genuine")) and len(pooled(s, "skilled"))]
+        if eers:
+            per_dataset.append(np.mean(eers))
+    return float(np.mean(per_dataset))
+
+
+def pool_bootstrap(scores_by, other_by=None, reps=500, level=0.95, seed=0):
+    """Writer-level bootstrap interval of pool_figure (each dataset's writers drawn with
+    replacement); with `other_by`, of pool_figure(scores_by) - pool_figure(other_by) on the same
+    draws: the difference between two models this pool can resolve."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(reps):
+        draw = {}
+        for dataset, by_refs in scores_by.items():
+            keys = sorted({k for s in by_refs.values() for k in s})
+            draw[dataset] = [keys[i] for i in rng.integers(0, len(keys), len(keys))]
+        resample = lambda by: {d: {r: {i: s[k] for i, k in enumerate(draw[d]) if k in s} for r, s in by_refs.items()}
+                               for d, by_refs in by.items()}
+        value = pool_figure(resample(scores_by))
+        values.append(value - pool_figure(resample(other_by)) if other_by else value)
+    tail = 100 * (1 - level) / 2
+    return [float(v) for v in np.percentile(values, [tail, 100 - tail])]
+
+
 def evaluate_embeddings(signatures, embeddings, refs_list=(1, 5, 10), calibration=UNCALIBRATED):
     """One result per R, at the calibrated operating threshold."""
     return [summarize(protocol_scores(signatures, embeddings, refs, calibration), refs,
@@ -183,15 +216,20 @@ def evaluate_embeddings(signatures, embeddings, refs_list=(1, 5, 10), calibratio
             for refs in refs_list]
 
 
-def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), far=0.01):
+def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), far=0.01,
+              random_far=0.01):
     """The shipped operating point, chosen on validation writers only.
 
     reference_spread is the median spread of the writers' references; alpha (the per-user
-    adaptation) is the one with the lowest validation EER; threshold is that EER point, and
-    threshold_far1_skilled the threshold whose skilled-forgery FAR is 1 %. A user enrolled with
-    one reference has no spread and is scored against threshold_one_reference: the EER point
-    with one reference.
+    adaptation) is the one with the lowest validation EER; threshold is that EER point
+    (threshold_eer), lowered where needed so that at most `random_far` of other writers'
+    genuine signatures pass (zero-effort impostors are the commonest attack);
+    threshold_far1_skilled is the threshold whose skilled-forgery FAR is 1 %. A user enrolled
+    with one reference has no spread and is scored against threshold_one_reference: the EER
+    point with one reference, capped the same way.
     """
+    while refs > 2 and not any(protocol_queries(signatures, refs)):  # writers with fewer signatures
+        refs -= 1
     spreads = [s["spread"] for s in protocol_scores(signatures, embeddings, refs).values()]
     base = {"threshold": 0.0, "reference_spread": float(np.median(spreads))}
     best = None
@@ -203,9 +241,14 @@ def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0,
             best = (eer, threshold, alpha, scores)
     eer, threshold, alpha, scores = best
     one = protocol_scores(signatures, embeddings, 1)
-    return {"threshold": threshold, "alpha": alpha, "reference_spread": base["reference_spread"],
+    one_threshold = equal_error_rate(pooled(one, "genuine"), pooled(one, "skilled"))[1]
+    random_cap = lambda scores: threshold_at_far(pooled(scores, "random"), random_far) \
+        if len(pooled(scores, "random")) else np.inf
+    return {"threshold": min(threshold, random_cap(scores)), "alpha": alpha,
+            "reference_spread": base["reference_spread"],
             "threshold_far1_skilled": threshold_at_far(pooled(scores, "skilled"), far),
-            "threshold_one_reference": equal_error_rate(pooled(one, "genuine"), pooled(one, "skilled"))[1],
+            "threshold_one_reference": min(one_threshold, random_cap(one)),
+            "threshold_eer": threshold, "random_far_cap": random_far,
             "refs": refs, "validation_eer": eer}
 
 
@@ -256,6 +299,7 @@ def evaluate_model(model, root, layout=None, split="test", refs_list=(1, 5, 10),
                            "results": summary(floor_scores, floor_calibration),
                            "eer_minus_floor_ci95": {refs: paired_bootstrap_difference(scores[refs], floor_scores[refs])
                                                     for refs in refs_list}}
+        report["floor_scores"] = floor_scores  # for pooling across datasets; not written to the JSON
     return report, scores
 
 
