@@ -204,7 +204,7 @@ class _Group(click.Group):
         try:
             return super().parse_args(ctx, place_options(list(args), self.commands))
         except click.UsageError as error:
-            raise _UsageFailure(error.message, error.ctx) from None
+            raise _UsageFailure(error.format_message(), error.ctx) from None
 
     def invoke(self, ctx):
         with warnings.catch_warnings():
@@ -214,7 +214,7 @@ class _Group(click.Group):
             except EdgeVerifyError as error:
                 raise _Failure(str(error)) from None
             except click.UsageError as error:
-                raise _UsageFailure(error.message, error.ctx) from None
+                raise _UsageFailure(error.format_message(), error.ctx) from None
             except (KeyboardInterrupt, click.Abort):
                 raise _Failure("interrupted") from None
             except click.ClickException as error:

@@ -8,7 +8,8 @@ with a one-line error (exit 2) before the work starts. The README ("What is refu
 MAX_IMAGE_BYTES = 100_000_000        # an image file; a 300 dpi A4 scan is a few MB
 MAX_PIXELS = 50_000_000              # a 48 Mpixel phone photo fits; camera frames too
 MAX_SIDE = 20_000                    # pixels a side
-MAX_DECODED_BYTES = 200_000_000      # the decoded pixels (width x height x channels x bytes a sample)
+MAX_DECODED_BYTES = 150_000_000      # decoded pixels (width x height x channels x bytes a sample): a
+                                     # 50 Mpixel colour JPEG fits; a 16-bit colour PNG up to 25 Mpixel
 
 # Export files (import reads them whole)
 MAX_EXPORT_BYTES = 256_000_000       # 50,000 users with 5 references of a 128-d model fit

@@ -23,8 +23,9 @@ without the key.
 Only a store is opened: a file that is not one (another program's database, a device node) is
 refused untouched. `create=False` (every read) refuses a store that does not exist instead of
 creating it. A store that cannot be written (file or folder read-only) is opened read-only: reads
-work, writes are refused. A damaged file is reported as damage (PRAGMA quick_check before every
-enrolment and whenever a user is not found), never as "unknown user".
+work, writes are refused. A damaged file is reported as damage, never as "unknown user": a name the
+users index misses but the table holds, damaged pages (PRAGMA quick_check whenever a user is not
+found), and rows that are not finite unit vectors.
 """
 import base64
 import binascii
@@ -261,12 +262,26 @@ class Store:
                 self._db.execute(f"PRAGMA user_version = {number}")
 
     def require_intact(self) -> None:
-        """StoreError when SQLite's quick_check finds the file damaged (pages, indexes)."""
+        """StoreError when SQLite's quick_check finds the file's pages damaged."""
         with self._errors():
             problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
         if problems != ["ok"]:
-            raise StoreError(f"the store {self.path} is damaged ({'; '.join(problems)[:200]}): "
-                             "nothing was changed; restore it from a backup or an export")
+            raise self._damaged_store("; ".join(problems)[:200])
+
+    def _damaged_store(self, what: str) -> StoreError:
+        return StoreError(f"the store {self.path} is damaged ({what}): nothing was changed; restore "
+                          "it from a backup or an export")
+
+    def _user_row(self, name: str):
+        """(id, name, model_fingerprint, preprocess_version, created_at, updated_at) of a user, or
+        None. A name the index misses but the table holds is damage, never "unknown user"."""
+        with self._errors():
+            row = self._db.execute("SELECT id, name, model_fingerprint, preprocess_version, "
+                                   "created_at, updated_at FROM users WHERE name = ?", (name,)).fetchone()
+            if row is None and self._db.execute("SELECT 1 FROM users NOT INDEXED WHERE name = ?",
+                                                (name,)).fetchone():
+                raise self._damaged_store("its index of user names misses users")
+        return row
 
     # ------------------------------------------------------------ transactions and errors
 
@@ -337,7 +352,6 @@ class Store:
             raise ValueError(f"unknown mode {mode!r}")
         counts = {}
         with self.transaction():
-            self.require_intact()  # a damaged name index would let a user be enrolled twice
             self._record_key()
             for name, references in enrolments.items():
                 counts[name] = self._save(name, references, model_fingerprint, preprocess_version, mode)
@@ -347,8 +361,8 @@ class Store:
         if not references:
             raise StoreError(f"no references to store for {name}")
         stamp = now()
-        row = self._db.execute("SELECT id, model_fingerprint, preprocess_version FROM users "
-                               "WHERE name = ?", (name,)).fetchone()
+        row = self._user_row(name)  # a damaged name index would let a user be enrolled twice
+        row = row and (row[0], row[2], row[3])
         if row and mode == "new":
             count = self._db.execute("SELECT COUNT(*) FROM embeddings WHERE user_id = ?",
                                      (row[0],)).fetchone()[0]
@@ -384,12 +398,10 @@ class Store:
 
     def user(self, name: str) -> User:
         """A user with all references; UnknownUserError if not enrolled."""
+        row = self._user_row(name)
+        if row is None:
+            raise self._unknown(name)
         with self._errors():
-            row = self._db.execute("SELECT id, name, model_fingerprint, preprocess_version, "
-                                   "created_at, updated_at FROM users WHERE name = ?",
-                                   (name,)).fetchone()
-            if row is None:
-                raise self._unknown(name)
             rows = self._db.execute("SELECT id, codec, vector, image_sha256, source, captured_at "
                                     "FROM embeddings WHERE user_id = ? ORDER BY id",
                                     (row[0],)).fetchall()
@@ -407,11 +419,7 @@ class Store:
 
     def has_user(self, name: str) -> bool:
         """Whether `name` is enrolled (without reading the references)."""
-        with self._errors():
-            found = self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
-        if not found:
-            self.require_intact()
-        return found
+        return self._user_row(name) is not None
 
     def users(self) -> list[dict]:
         """Every user: name, model_fingerprint, preprocess_version, references, created_at, updated_at."""
@@ -426,8 +434,9 @@ class Store:
     def remove_user(self, name: str) -> None:
         """Delete a user and their references (the audit log keeps its lines)."""
         with self.transaction():
-            if self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+            if self._user_row(name) is None:
                 raise self._unknown(name)
+            self._db.execute("DELETE FROM users WHERE name = ?", (name,))
             self._db.execute("DELETE FROM lockouts WHERE user = ?", (name,))
 
     def gallery(self, model_fingerprint: str) -> Gallery:

@@ -7,12 +7,13 @@ images (decompression bombs) are refused from their header, before any pixel is 
 Examples per target: 200 by default (CI); EDGE_VERIFY_FUZZ_EXAMPLES=10000 for the long run:
     EDGE_VERIFY_FUZZ_EXAMPLES=10000 .venv/bin/python -m pytest tests/test_fuzz.py
 """
+import base64
 import hashlib
+import io
 import json
 import os
 import resource
 import struct
-import tempfile
 import tracemalloc
 import zlib
 from datetime import timedelta
@@ -24,9 +25,13 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from edge_verify.edge import api
+from edge_verify.edge.capture import pad
 from edge_verify.edge.capture.pad import read_strokes, render_strokes
-from edge_verify.edge.errors import CaptureError, ImageError, ModelError, ProfileError
+from edge_verify.edge.errors import CaptureError, EdgeVerifyError, ImageError, ModelError, ProfileError
 from edge_verify.edge.image_io import load_image
+from edge_verify.edge.limits import MAX_DECODED_BYTES, MAX_LINE, MAX_PIXELS, MAX_SIDE
+from edge_verify.edge.store import Store
 from edge_verify.edge.inference import load_bundle
 from edge_verify.edge.preprocess import INPUT_SIZE, PREPROCESS_VERSION, preprocess
 from edge_verify.edge.profiles import SCHEMA, load_profile
@@ -207,6 +212,27 @@ def test_decompression_bombs_are_refused_before_decoding(header, width, height):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 100_000
 
 
+def _png_header_of(width, height, depth, colour):
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}  # what OpenCV decodes each colour type to
+
+
+@FUZZ
+@given(st.integers(1, MAX_SIDE), st.integers(1, MAX_SIDE), st.sampled_from([8, 16]), st.sampled_from(list(PNG_CHANNELS)))
+@example(6000, 5000, 16, 2)  # 16-bit RGB: 180 MB decoded (400 MB at peak) from a 200 KB file (issue 15.9)
+@example(7000, 7000, 8, 0)   # 49 Mpixel grey: within every cap
+def test_png_headers_are_refused_by_their_decoded_size(width, height, depth, colour):
+    decoded = width * height * PNG_CHANNELS[colour] * depth // 8
+    with pytest.raises(ImageError) as refused:
+        load_image(_png_header_of(width, height, depth, colour))  # a header and no pixels
+    too_large = width * height > MAX_PIXELS or decoded > MAX_DECODED_BYTES
+    assert (refused.value.reason == "too_large") == too_large, (refused.value, decoded)
+
+
 def test_bomb_headers_are_refused_for_their_size_alone():
     """The crafted headers are real enough: the same header at 1x1 is not refused as too large."""
     for header in (_png_header, _jpeg_header, _bmp_header, _tiff_header, _webp_header):
@@ -293,10 +319,51 @@ def test_read_strokes_takes_any_csv(header, rows, as_bytes):
 def test_read_strokes_takes_any_bytes(lines, fmt):
     _check_strokes(lines, fmt)
 
+
+class EndlessStream:
+    """A stream that never ends (as /dev/zero, or a pad that never stops sending); counts what was read."""
+
+    def __init__(self, line: str):
+        self.line, self.read = line, 0
+
+    def readline(self, limit=-1):
+        text = self.line if limit < 0 else self.line[:limit]
+        self.read += len(text)
+        return text
+
+
+@FUZZ
+@given(st.sampled_from(["\x00" * 50, '{"x": 1, "y": 2}\n', "x,y\n", "\n", "a" * (MAX_LINE + 7)]),
+       st.sampled_from(["jsonl", "csv"]), st.integers(100, 5000))
+def test_read_strokes_stops_at_the_size_caps_on_an_endless_stream(line, fmt, cap):
+    stream = EndlessStream(line)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pad, "MAX_STROKE_BYTES", cap)  # the real cap (10 MB) works the same, slower
+        with pytest.raises(CaptureError):
+            read_strokes(stream, fmt, "fuzz")
+    assert stream.read <= cap + MAX_LINE + 1  # never read past the caps
+
+
+@FUZZ
+@given(st.integers(0, 3 * MAX_LINE), st.sampled_from(["jsonl", "csv"]), st.booleans())
+def test_a_line_over_the_line_cap_is_refused_from_a_file_or_a_list(length, fmt, as_stream):
+    text = "x,y\n" + "1" * length + "\n" if fmt == "csv" else "{" * length + "\n"
+    lines = io.StringIO(text) if as_stream else text.splitlines(keepends=True)
+    with pytest.raises(CaptureError) as refused:
+        read_strokes(lines, fmt, "fuzz")
+    assert ("longer than" in str(refused.value)) == (length + 1 > MAX_LINE)
+
 # ---------------------------------------------------------------- (c) profiles
 
 
-FUZZ_DIR = Path(tempfile.mkdtemp(prefix="edge-verify-fuzz-"))
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory) -> Path:
+    """A folder for the files the fuzz tests write; pytest removes it (no temp folder left behind)."""
+    return tmp_path_factory.mktemp("fuzz")
+
+
 PROFILES = Path(__file__).resolve().parents[1] / "firmware_configs"
 SECTIONS = ["runtime", "capture", "capture.camera", "capture.pad", "store", "verify", "security", "nope",
             "runtime.deeper", "capture.camera.x"]
@@ -341,8 +408,8 @@ def toml_texts(draw):
 @example('[store]\ndata_dir = "a\\u0000b"')  # found: ValueError (embedded null byte)
 @example('[runtime]\nmodel = "~x\\u0000"')
 @example('[runtime]\nmodel = "' + "a" * 5000 + '"')  # found: OSError (file name too long)
-def test_load_profile_takes_any_toml(text):
-    path = FUZZ_DIR / "fuzz.toml"
+def test_load_profile_takes_any_toml(fuzz_dir, text):
+    path = fuzz_dir / "fuzz.toml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     try:
         profile = load_profile(path)
@@ -405,8 +472,8 @@ def manifests(draw) -> bytes:
 @given(manifests())
 @example(json.dumps(VALID_MANIFEST).replace('"height": 96', '"height": 1e999').encode())  # found: OverflowError (int(inf))
 @example(b"[" * 100_000)  # found: RecursionError
-def test_load_bundle_takes_any_manifest(raw):
-    folder = FUZZ_DIR / "bundle"
+def test_load_bundle_takes_any_manifest(fuzz_dir, raw):
+    folder = fuzz_dir / "bundle"
     folder.mkdir(exist_ok=True)
     (folder / "manifest.json").write_bytes(raw)
     try:
@@ -417,3 +484,69 @@ def test_load_bundle_takes_any_manifest(raw):
     height, width = bundle.input_size  # what load_model and the store read next must work
     assert isinstance(height, int) and isinstance(width, int) and isinstance(bundle.embedding_size, int)
     assert "threshold" in bundle.calibration
+
+# ---------------------------------------------------------------- (e) export files
+
+
+class FakeBundle:
+    fingerprint, preprocess_version, embedding_size = "f" * 64, PREPROCESS_VERSION, 4
+
+
+def _unit(seed) -> str:
+    vector = np.random.default_rng(seed).normal(size=4)
+    return base64.b64encode((vector / np.linalg.norm(vector)).astype("<f4").tobytes()).decode()
+
+
+VALID_EXPORT = {
+    "format": "edge-verify-enrolments/1", "model_fingerprint": "f" * 64,
+    "preprocess_version": PREPROCESS_VERSION, "embedding_size": 4, "exported_at": "2026-01-01T00:00:00+00:00",
+    "users": [{"name": "alice", "created_at": "2026-01-01T00:00:00+00:00",
+               "references": [{"embedding": _unit(seed), "image_sha256": f"{seed:064x}", "source": "file:a.png",
+                               "captured_at": "2026-01-01T00:00:00+00:00"} for seed in (1, 2)]}],
+}
+EXPORT_PATHS = [("users",), ("users", 0), ("users", 0, "name"), ("users", 0, "created_at"),
+                ("users", 0, "references"), ("users", 0, "references", 0),
+                ("users", 0, "references", 0, "embedding"), ("users", 0, "references", 0, "image_sha256"),
+                ("users", 0, "references", 0, "source"), ("users", 0, "references", 0, "captured_at"),
+                ("users", 0, "references", 1), ("embedding_size",), ("exported_at",)]
+EXPORT_VALUES = st.one_of(MANIFEST_VALUES, st.sampled_from(
+    ["x" * 10_000, "not a date", 12345, "Zoe\x1b", "", [], {}, VALID_EXPORT["users"][0]["references"][0]]))
+
+
+@st.composite
+def exports(draw) -> bytes:
+    """A valid export with 0 to 3 fields replaced, and perhaps its bytes mutated."""
+    document = json.loads(json.dumps(VALID_EXPORT))
+    for _ in range(draw(st.integers(0, 3))):
+        path = draw(st.sampled_from(EXPORT_PATHS))
+        parent = document
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = draw(EXPORT_VALUES)
+        except (KeyError, IndexError, TypeError):
+            continue
+    text = json.dumps(document).encode()
+    return draw(mutated([text])) if draw(st.booleans()) else text
+
+
+@FUZZ
+@given(exports(), st.integers(200, 10_000))
+@example(b"[" * 100_000, 1_000_000)  # found: RecursionError (issue 15.10)
+@example(json.dumps(VALID_EXPORT).encode(), 100)  # over the cap
+def test_import_takes_any_file_and_changes_nothing_when_it_refuses(fuzz_dir, raw, cap):
+    path, db = fuzz_dir / "export.json", fuzz_dir / "fuzz.sqlite3"
+    path.write_bytes(raw)
+    db.unlink(missing_ok=True)
+    with Store(db) as store, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "MAX_EXPORT_BYTES", cap)  # the real cap (256 MB) works the same, slower
+        try:
+            summary = api.import_enrolments(store, FakeBundle(), path)
+        except EdgeVerifyError as error:
+            assert "\n" not in str(error) and len(str(error)) < 600
+            assert store.users() == []
+            return
+        assert len(raw) <= cap and summary["users"] == len(store.users())
+        for user in store.users():  # what was imported reads back: every field checked, no repeats
+            references = store.user(user["name"]).references
+            assert len({r.image_sha256 for r in references}) == len(references)
