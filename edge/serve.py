@@ -491,11 +491,15 @@ class BodyLimit:
 def serve(settings, *, host: str, port: int, workers: int, token: str | None, lockout: dict,
           threshold, profile: dict, announce=print) -> None:
     """Run the service until SIGTERM or SIGINT; `settings` is the CLI's Settings (model, db)."""
-    pool = Workers(lambda: settings.with_defaults().load_model(), lambda: api.open_store(settings.db),
-                   workers, BACKLOG_PER_WORKER * workers)
+    sock = listen(host, port)  # first: a port in use fails before the models load
+    try:
+        pool = Workers(lambda: settings.with_defaults().load_model(), lambda: api.open_store(settings.db),
+                       workers, BACKLOG_PER_WORKER * workers)
+    except BaseException:
+        sock.close()
+        raise
     try:
         service = Service(pool, token=token, lockout=lockout, threshold=threshold, profile=profile)
-        sock = listen(host, port)
         port = sock.getsockname()[1]
         config = uvicorn.Config(service.app(), log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)

@@ -380,6 +380,11 @@ def test_a_non_loopback_address_needs_allow_remote_and_a_token(tmp_path):
     short.write_text("short\n")
     refused = run_serve(tmp_path, "--token-file", str(short))
     assert refused.returncode == 2 and "at least 16" in refused.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        refused = run_serve(tmp_path, "--port", str(taken.getsockname()[1]))
+    assert refused.returncode == 2 and "cannot listen on 127.0.0.1" in refused.stderr
     assert not (tmp_path / "s.db").exists()
 
 
@@ -458,7 +463,9 @@ def refuses_connections(port: int, seconds: float = 20) -> bool:
 
 
 def test_sigterm_during_an_enrolment_finishes_it_and_exits_cleanly(tmp_path):
-    running = Server(tmp_path / "s")
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")  # the token from a file this time
+    running = Server(tmp_path / "s", "--token-file", str(token_file), env={"EDGE_VERIFY_TOKEN": ""})
     body, content_type = form([("mode", "new")], [demo(f"alice_ref_{i}.jpg") for i in range(1, 6)])
     client = socket.create_connection(("127.0.0.1", running.port), timeout=60)
     client.sendall(f"POST /v1/users/zoe/enroll HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
