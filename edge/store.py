@@ -180,8 +180,7 @@ class Store:
         self.read_only = exists and not self._writable()
         with self._errors():
             if self.read_only:
-                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                           timeout=timeout, isolation_level=None)
+                self._db = self._open_read_only(timeout)
             else:
                 self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         try:
@@ -197,6 +196,19 @@ class Store:
         except BaseException:
             self._db.close()
             raise
+
+    def _open_read_only(self, timeout: float) -> sqlite3.Connection:
+        """A read-only connection. Where the WAL index (-shm) is absent and cannot be made (read-only
+        media, a folder the user cannot write), SQLite reads a WAL store only when told that the
+        file does not change (immutable): nobody can write it there either."""
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        try:
+            db.execute("PRAGMA schema_version").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+            return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=timeout, isolation_level=None)
 
     def _require_store_file(self, create: bool) -> bool:
         """Whether the store file exists (with content); StoreError for anything but a store file."""

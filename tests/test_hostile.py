@@ -479,6 +479,31 @@ def test_a_store_that_cannot_be_written_is_opened_read_only(cli, db, tmp_path, m
     assert dump(db) == before
 
 
+def test_a_store_on_read_only_media_serves_pure_reads(tiny_bundle, cli, db, tmp_path):
+    """A read-only bind mount: read-only even for root, and no WAL index (-shm) can be made there.
+    The commands run as processes, as on the device (one process never sees the file twice)."""
+    enroll_alice(cli)
+    before = dump(db)
+    mounted = tmp_path / "media"
+    mounted.mkdir()
+    if subprocess.run(["mount", "--bind", str(db.parent), str(mounted)], capture_output=True).returncode:
+        pytest.skip("cannot mount here (needs root with CAP_SYS_ADMIN)")
+    try:
+        assert subprocess.run(["mount", "-o", "remount,ro,bind", str(mounted)], capture_output=True).returncode == 0
+
+        def run(*args):
+            return subprocess.run([sys.executable, "-m", "edge_verify.edge.cli", "--model", str(tiny_bundle),
+                                   "--db", str(mounted / db.name), *map(str, args)], capture_output=True, text=True)
+        for args in (("users", "list"), ("users", "show", "alice"), ("info",), ("export", tmp_path / "out.json")):
+            result = run(*args)
+            assert result.returncode == 0, result.stderr
+        refused = run("enroll", "bob", cedar(6, 1))
+        assert refused.returncode == 2 and "read-only" in refused.stderr
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+    assert dump(db) == before
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
 def test_a_read_only_store_serves_pure_reads(cli, db, tmp_path):
     enroll_alice(cli)
