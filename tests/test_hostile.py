@@ -2,7 +2,6 @@
 
 Every refusal is one `error: ...` line on stderr, exit code 2, and the store left as it was.
 """
-import base64
 import gc
 import json
 import os
