@@ -280,3 +280,14 @@ def test_the_shipped_threshold_lets_at_most_1_percent_of_other_writers_pass():
     assert calibration["threshold"] <= calibration["threshold_eer"]
     [result] = evaluate_embeddings(signatures, embeddings, refs_list=(5,), calibration=calibration)
     assert result["far_random"] <= 0.01
+
+
+@pytest.mark.parametrize("head", ["pool", "flatten"])
+def test_both_heads_give_unit_embeddings_within_the_device_budget(head):
+    pytest.importorskip("tensorflow")
+    from edge_verify.training.model import build_tower
+
+    tower = build_tower(input_size=(96, 192), head=head)
+    embeddings = tower.predict(np.random.default_rng(0).random((2, 96, 192, 1), np.float32), verbose=0)
+    assert embeddings.shape == (2, 128) and np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert tower.count_params() < 3_000_000  # the budget for the shipped tower

@@ -40,6 +40,9 @@ def parse_size(ctx, param, text):
               show_default=True)
 @click.option("--arch", type=click.Choice(["tower", "koch"]), default="tower", show_default=True,
               help="tower: the compact device network; koch: the Koch et al. baseline.")
+@click.option("--head", type=click.Choice(["pool", "flatten"]), default="pool", show_default=True,
+              help="How the tower's last feature map becomes the embedding: global average pooling, or "
+                   "narrowed and flattened (keeps where the features are).")
 @click.option("--input-size", callback=parse_size,
               help="Network input HxW, e.g. 32x32 [default: 96x192 for signatures, 48x48 for Omniglot; "
                    "64x128 and 105x105 with --arch koch].")

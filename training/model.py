@@ -29,14 +29,31 @@ def separable_block(x, filters, strides, name):
     return conv_bn_relu(x, filters, kernel_size=1, name=f"{name}_pw")
 
 
-def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropout=0.2):
-    """The compact embedding network that ships on the device (~0.5 M parameters)."""
+HEADS = ("pool", "flatten")
+FLATTEN_CHANNELS = 128  # the last map is narrowed to this many channels before it is flattened
+
+
+def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropout=0.2, head="pool"):
+    """The compact embedding network that ships on the device (~0.5 M parameters with the
+    pooling head, ~0.7 M with the flatten head at 96x192).
+
+    head "pool": global average pooling of the last map, which keeps what the features are but
+    not where they are; "flatten": the last map (1/32 of the input a side) narrowed by a 1x1
+    convolution and flattened, so the embedding also knows where each stroke feature sits, as
+    the fully connected layers of SigNet-style networks do.
+    """
+    if head not in HEADS:
+        raise ValueError(f"head is one of {HEADS}, not {head!r}")
     height, width = input_size
     image = keras.Input((height, width, 1), name="signature")
     x = conv_bn_relu(image, stem_filters, strides=2, name="stem")
     for i, (filters, strides) in enumerate(TOWER_BLOCKS):
         x = separable_block(x, filters, strides, name=f"block{i + 1}")
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if head == "flatten":
+        x = conv_bn_relu(x, FLATTEN_CHANNELS, kernel_size=1, name="narrow")
+        x = layers.Flatten(name="flatten")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(embedding_size, name="embedding_dense")(x)
     embedding = layers.UnitNormalization(name="embedding")(x)

@@ -286,7 +286,8 @@ class TimeBudget(keras.callbacks.Callback):
 def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epochs=40,
           steps_per_epoch=100, writers_per_batch=12, genuine_per_writer=4, forged_per_writer=4,
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
-          cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1):
+          cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
+          head="pool"):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -306,8 +307,8 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
 
     with distribution.scope():
         writers = len({(s.dataset, s.writer) for s in train_set}) * mirrors  # the ids writer_batches gives
-        trainer = SiameseTrainer(ARCHITECTURES[arch](input_size=input_size), objective, margin, mining,
-                                 writer_loss, writers)
+        tower = ARCHITECTURES[arch](input_size=input_size, **({"head": head} if arch == "tower" else {}))
+        trainer = SiameseTrainer(tower, objective, margin, mining, writer_loss, writers)
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
