@@ -270,7 +270,7 @@ def test_floor_descriptor_tells_apart_different_shapes_and_is_unit_length():
     assert np.linalg.norm(d[0] - d[1]) < np.linalg.norm(d[0] - d[2])
 
 
-def test_the_shipped_threshold_lets_at_most_1_percent_of_other_writers_pass():
+def test_the_shipped_threshold_lets_at_most_2_percent_of_other_writers_pass():
     signatures = fake_signatures(writers=6)
     rng = np.random.default_rng(5)
     # skilled forgeries sit right on their writer (EER near 50 %), other writers far away but spread
@@ -279,7 +279,7 @@ def test_the_shipped_threshold_lets_at_most_1_percent_of_other_writers_pass():
     calibration = calibrate(signatures, embeddings, refs=5)
     assert calibration["threshold"] <= calibration["threshold_eer"]
     [result] = evaluate_embeddings(signatures, embeddings, refs_list=(5,), calibration=calibration)
-    assert result["far_random"] <= 0.01
+    assert result["far_random"] <= 0.02
 
 
 @pytest.mark.parametrize("head", ["pool", "flatten"])

@@ -217,7 +217,7 @@ def evaluate_embeddings(signatures, embeddings, refs_list=(1, 5, 10), calibratio
 
 
 def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), far=0.01,
-              random_far=0.01):
+              random_far=0.02):
     """The shipped operating point, chosen on validation writers only.
 
     reference_spread is the median spread of the writers' references; alpha (the per-user
