@@ -1,4 +1,4 @@
-"""Turn a trained embedding tower into a device model bundle.
+r"""Turn a trained embedding tower into a device model bundle.
 
     tower.keras --(SavedModel)--> model_int8.tflite      full-integer, calibrated on real signatures
                               \-> model_float32.tflite   (and model_float16.tflite on request)
