@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_verify.edge.inference import BUNDLE_FORMAT, MODEL_FILES
+from edge_verify.edge.bundle import UNCALIBRATED, Calibration, Manifest, write_manifest
+from edge_verify.edge.choices import MODEL_FILES
 from edge_verify.edge.preprocess import PREPROCESS_VERSION
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.datasets import read_signatures, select_split
@@ -93,12 +94,6 @@ def accuracy_guard(bundle_dir, val_signatures, val_images):
     return guard, int8
 
 
-def write_manifest(out_dir, manifest):
-    manifest["files"] = {p.name: sha256_of(p) for p in sorted(Path(out_dir).iterdir())
-                         if p.name != "manifest.json" and p.is_file()}
-    (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-
-
 def convert(model_path, calib_dirs, out_dir, float16=False, force=False, onnx=True, seed=0):
     """Write a bundle for the tower at `model_path` into `out_dir`; returns its manifest.
 
@@ -171,33 +166,30 @@ def write_bundle(model_path, calib_dirs, out_dir, float16, force, onnx, seed):
     compiled = edgetpu.compile_for_edgetpu(out_dir / "model_int8.tflite", out_dir)
     onnx_check = onnx_export.export_onnx(tower, out_dir / "model.onnx", (1, *size, 1)) if onnx else None
 
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "input": {"height": size[0], "width": size[1], "channels": 1},
-        "output": {"embedding_size": int(tower.output_shape[-1])},
-        "preprocess_version": PREPROCESS_VERSION,
-        "calibration": {"threshold": 1.0, "alpha": 0.0, "reference_spread": 0.0},
+    details = {
         "source_model_sha256": sha256_of(model_path),
         "versions": versions(),
         "representative_images": len(representative),
         "edgetpu": {k: report[k] for k in ("compatible", "unsupported", "first_cpu_fallback")},
+        **quantisation(out_dir / "model_int8.tflite"),
     }
-    manifest.update(quantisation(out_dir / "model_int8.tflite"))
     run_file = Path(model_path).with_name("run.json")
     if run_file.exists():  # the training run that made the tower: data, command, seed, time
         run = json.loads(run_file.read_text())
-        manifest["training"] = {k: run.get(k) for k in ("config", "best", "wall_seconds", "parameters",
-                                                        "training_writers", "training_images", "versions")}
-    write_manifest(out_dir, manifest)
+        details["training"] = {k: run.get(k) for k in ("config", "best", "wall_seconds", "parameters",
+                                                       "training_writers", "training_images", "versions")}
+    manifest = write_manifest(out_dir, Manifest.new(input_size=size, embedding_size=int(tower.output_shape[-1]),
+                                                    preprocess_version=PREPROCESS_VERSION,
+                                                    calibration=UNCALIBRATED, **details))
 
     guard, int8_val = accuracy_guard(out_dir, val_set, val_images)
-    manifest["accuracy_guard"] = guard
-    manifest["calibration"] = calibrate(val_set, int8_val)
-    manifest["calibration"]["writers"] = f"validation writers: {len({(s.dataset, s.writer) for s in val_set})}"
-    if onnx_check:
-        manifest["onnx_check"] = onnx_check
+    writers = f"validation writers: {len({(s.dataset, s.writer) for s in val_set})}"
+    manifest = manifest.replace(accuracy_guard=guard,
+                                calibration=Calibration.from_dict({**calibrate(val_set, int8_val),
+                                                                   "writers": writers}),
+                                **({"onnx_check": onnx_check} if onnx_check else {}))
     write_bundle_readme(out_dir, manifest, report, compiled, size)
-    write_manifest(out_dir, manifest)
+    manifest = write_manifest(out_dir, manifest)
     if not guard["passed"] and not force:
         raise AccuracyGuardError(
             f"int8 model is worse than float: median cosine {guard['median_cosine']:.4f} "

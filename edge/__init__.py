@@ -8,12 +8,13 @@ The names below are imported on first use, so `import edge_verify.edge.errors` (
 import importlib
 
 _PUBLIC = {
-    "load_model": "inference", "load_bundle": "inference", "Model": "inference", "Bundle": "inference",
-    "open_store": "api", "embed_image": "api", "enroll": "api", "check": "api", "identify": "api",
-    "search": "api", "list_users": "api", "show_user": "api", "remove_user": "api", "unlock_user": "api",
-    "export_enrolments": "api", "import_enrolments": "api", "info": "api",
-    "Enrolment": "api", "CheckResult": "api", "Candidate": "api", "UserLockedError": "errors",
-    "Store": "store",
+    "load_model": "inference", "Model": "inference", "load_bundle": "bundle", "Bundle": "bundle",
+    "open_store": "api", "embed_image": "api", "enroll": "api", "enroll_folder": "api", "check": "api",
+    "identify": "api", "list_users": "api", "show_user": "api", "remove_user": "api", "unlock_user": "api",
+    "info": "api", "Enrolment": "api", "FolderEnrolment": "api", "CheckResult": "api",
+    "search": "ranking", "Candidate": "ranking",
+    "export_enrolments": "transfer", "import_enrolments": "transfer",
+    "UserLockedError": "errors", "Store": "store",
 }
 __all__ = sorted(_PUBLIC)
 

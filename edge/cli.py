@@ -22,12 +22,12 @@ from pathlib import Path
 
 import click
 
+from edge_verify.edge.choices import DELEGATES, SOURCES
 from edge_verify.edge.errors import EdgeVerifyError, shown
 
 # OpenCV would print "[ WARN:0] ... input buffer is incomplete" next to our one-line error.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # Options of the whole program, each with a value; accepted after the command too, as users type them.
 GLOBAL_OPTIONS = ("--model", "--db", "--threads", "--delegate", "--profile")
 
@@ -61,7 +61,7 @@ class Settings:
     def bundle(self):
         """The model bundle's manifest (checked), without loading the interpreter."""
         if "bundle" not in self._loaded:
-            from edge_verify.edge.inference import load_bundle
+            from edge_verify.edge.bundle import load_bundle
             self._loaded["bundle"] = load_bundle(self.model)
         return self._loaded["bundle"]
 
@@ -74,15 +74,14 @@ class Settings:
         return self._loaded["model"]
 
     def store_path(self) -> Path:
-        from edge_verify.edge.store import default_path
-        return Path(self.db).expanduser() if self.db is not None else default_path()
+        from edge_verify.edge.store import store_path
+        return store_path(self.db)
 
     def store(self, create: bool = False):
         """The open store; a missing one is an error unless `create` (enrolment and import)."""
         if "store" not in self._loaded:
-            from edge_verify.edge.store import Store, key_from_environment
-            path = self.store_path()
-            store = Store(path, key=key_from_environment(path), create=create)
+            from edge_verify.edge.api import open_store
+            store = open_store(self.db, create=create)
             self._loaded["store"] = store
             click.get_current_context().call_on_close(store.close)
         return self._loaded["store"]
@@ -252,7 +251,7 @@ def _emit(as_json: bool, data, text: str) -> None:
 @click.option("--db", metavar="PATH", envvar="EDGE_VERIFY_DB",
               help="Store file [default: store.sqlite3 in the user's data folder].")
 @click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads.")
-@click.option("--delegate", type=click.Choice(["none", "edgetpu"]),
+@click.option("--delegate", type=click.Choice(DELEGATES),
               help="Run on the CPU (none) or a Coral Edge TPU (falls back to the CPU with a warning).")
 @click.option("--profile", metavar="NAME|PATH", envvar="EDGE_VERIFY_PROFILE",
               help="Device profile from firmware_configs (e.g. rpi5-coral-usb) or a TOML file; "
@@ -281,7 +280,7 @@ def settings_from_profile(settings: "Settings", name, ctx) -> "Settings":
     ctx.meta["profile_name"] = name or "default"
     return settings.with_defaults(
         model=None if runtime["model"] == "default" else str(runtime["model"]),
-        db=str(default_path(profile["store"]["data_dir"] or None)),
+        db=str(default_path(profile["store"]["data_dir"])),
         threads=runtime["threads"], delegate=runtime["delegate"],
         variant=runtime["variant"], backend=runtime["backend"])
 
@@ -295,7 +294,7 @@ def profile_threshold(threshold):
 
 
 def source_option(command):
-    return click.option("--from", "source", type=click.Choice(["file", "camera", "pad"]), default=None,
+    return click.option("--from", "source", type=click.Choice(SOURCES), default=None,
                         help="Where signatures come from [default: the profile's capture source, "
                              "else file]. camera: IMAGE may name a camera index or video file; "
                              "pad: IMAGE is a stroke file (JSON lines or CSV, '-' for stdin).")(command)
@@ -349,38 +348,23 @@ def enroll(settings, user, images, replace, append, from_dir, source, as_json):
 
 def _enroll_folder(settings, folder: Path, mode: str, as_json: bool):
     from edge_verify.edge import api
-    if not folder.is_dir():
-        raise EdgeVerifyError(f"{folder} is not a folder")
-    users = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not users:
-        raise EdgeVerifyError(f"{folder} has no user subfolders (expected DIR/USER/IMAGE files)")
+    users = api.user_folders(folder)
     model, store = settings.load_model(), settings.store(create=True)
-    enrolled, failed = [], []
-    progress = click.progressbar(users, label="Enrolling", file=sys.stderr,
-                                 item_show_func=lambda p: shown(p.name) if p else "")
-    with progress if sys.stderr.isatty() else _as_is(users) as bar:  # no progress line in a log
-        for user_dir in bar:
-            images = sorted(p for p in user_dir.iterdir()
-                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-            try:
-                if not images:
-                    raise EdgeVerifyError(f"{shown(user_dir.name)} holds no images")
-                enrolled.append(api.enroll(model, store, user_dir.name, images, mode=mode))
-            except EdgeVerifyError as error:
-                failed.append({"user": user_dir.name, "error": str(error)})
+    if sys.stderr.isatty():  # no progress line in a log
+        with click.progressbar(length=len(users), label="Enrolling", file=sys.stderr,
+                               item_show_func=lambda name: shown(name) if name else "") as bar:
+            result = api.enroll_folder(model, store, folder, mode=mode,
+                                       progress=lambda name: bar.update(1, name))
+    else:
+        result = api.enroll_folder(model, store, folder, mode=mode)
     lines = [f"enrolled {shown(r.user)}: {_count(r.references, 'reference')}, spread "
-             f"{_number(r.spread)}, {_count(len(r.outliers), 'outlier')}" for r in enrolled]
-    lines.append(f"{_count(len(enrolled), 'user')} enrolled, {len(failed)} failed")
-    _emit(as_json, {"enrolled": [r.to_dict() for r in enrolled], "failed": failed}, "\n".join(lines))
-    for failure in failed:  # one error line per user that failed
+             f"{_number(r.spread)}, {_count(len(r.outliers), 'outlier')}" for r in result.enrolled]
+    lines.append(f"{_count(len(result.enrolled), 'user')} enrolled, {len(result.failed)} failed")
+    _emit(as_json, result.to_dict(), "\n".join(lines))
+    for failure in result.failed:  # one error line per user that failed
         click.echo(f"error: {shown(failure['user'])}: {failure['error']}", err=True)
-    if failed:
+    if result.failed:
         click.get_current_context().exit(2)
-
-
-@contextmanager
-def _as_is(items):
-    yield items
 
 
 def _enrolment_text(result) -> str:

@@ -36,6 +36,18 @@ class StoreError(EdgeVerifyError):
     """The local store of enrolments cannot be read or written."""
 
 
+class OtherModelError(ModelError, StoreError):
+    """A user's embeddings in the store were made by another model or preprocessing: they cannot be
+    compared with this model's. Raised by the API (before reading images) and by the store itself."""
+
+    def __init__(self, user: str, fingerprint: str, this_fingerprint: str):
+        import shlex
+        super().__init__(f"{user} was enrolled with a different model (fingerprint {str(fingerprint)[:12]}, "
+                         f"this model {this_fingerprint[:12]}), and embeddings of different models "
+                         f"cannot be compared; re-enroll: edge-verify enroll {shlex.quote(user)} IMAGE... --replace")
+        self.user = user
+
+
 class UnknownUserError(StoreError):
     """The user named is not enrolled."""
 

@@ -12,6 +12,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from edge_verify.edge.choices import BACKENDS, DELEGATES, SOURCES, VARIANTS
 from edge_verify.edge.errors import ProfileError
 
 PROFILES_PACKAGE = "edge_verify.firmware_configs"
@@ -21,13 +22,13 @@ DEFAULT_NAME = "default"
 # float any number, str any text, bool true/false).
 SCHEMA = {
     "runtime": {
-        "backend": ("litert", "tflite_runtime", "tensorflow"),
-        "delegate": ("none", "edgetpu"),
+        "backend": BACKENDS,
+        "delegate": DELEGATES,
         "threads": int,
         "model": str,
-        "variant": ("int8", "float32", "float16", "edgetpu"),
+        "variant": VARIANTS,
     },
-    "capture": {"source": ("file", "camera", "pad")},
+    "capture": {"source": SOURCES},
     "capture.camera": {
         "backend": ("opencv", "picamera2"),
         "device": (int, str),

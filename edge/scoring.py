@@ -11,20 +11,26 @@ vary a lot (a large spread) gets a looser threshold, a very consistent writer a 
 `alpha` and `reference_spread` (the typical spread of validation writers) are calibrated with
 the threshold and stored in the bundle manifest. The spread counts up to MAX_SPREAD_FACTOR times
 `reference_spread` (max_spread): references spread wider are not one person's (enrolment refuses
-them), and the threshold never loosens past threshold + alpha * reference_spread. With one reference there is no spread: the
-bundle's `threshold_one_reference`, calibrated with one reference, is used as it is (older
-bundles without one use the threshold).
+them), and the threshold never loosens past threshold + alpha * reference_spread. With one
+reference there is no spread: the bundle's `threshold_one_reference`, calibrated with one
+reference, is used as it is (older bundles without one use the threshold). A Verdict says which
+threshold it used (THRESHOLD_SOURCES).
 
 This module is the one scoring rule: the device, the evaluation and the benchmarks all call it.
 """
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from edge_verify.edge.bundle import Calibration
 from edge_verify.edge.errors import EdgeVerifyError
 
 MAX_SPREAD_FACTOR = 2.0     # one person's references spread at most this many times a typical writer's
+# the bundle's threshold, its one-reference threshold, the threshold adapted to the user's spread,
+# or one given by the caller
+THRESHOLD_SOURCES = ("calibrated", "one-reference", "adapted", "override")
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Verdict:
     distance: float     # mean distance of the query to the references, 0..2
     similarity: float   # 1 - distance**2 / 4: the cosine similarity mapped onto 0..1
     threshold: float    # the distance threshold used for this user
+    threshold_source: str = "calibrated"  # one of THRESHOLD_SOURCES: which threshold that is
 
 
 def distances(query: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -55,23 +62,28 @@ def reference_spread(references: np.ndarray) -> float | None:
     return float(pairwise[upper].mean())
 
 
-def max_spread(calibration: dict) -> float | None:
+def max_spread(calibration: Calibration | Mapping) -> float | None:
     """The largest spread one person's references may have; None when the bundle has no typical spread."""
-    typical = calibration.get("reference_spread")
-    return None if typical is None else MAX_SPREAD_FACTOR * float(typical)
+    typical = Calibration.of(calibration).reference_spread
+    return None if typical is None else MAX_SPREAD_FACTOR * typical
 
 
-def user_threshold(references: np.ndarray, calibration: dict) -> float:
+def user_threshold(references: np.ndarray, calibration: Calibration | Mapping) -> float:
     """The bundle threshold adapted to the spread of this user's references (bounded: max_spread)."""
-    threshold = float(calibration["threshold"])
+    return _user_threshold(references, Calibration.of(calibration))[0]
+
+
+def _user_threshold(references: np.ndarray, calibration: Calibration) -> tuple[float, str]:
+    """(threshold, source): which of THRESHOLD_SOURCES it is."""
     spread = reference_spread(references)
     if spread is None:
-        return float(calibration.get("threshold_one_reference", threshold))
-    alpha = float(calibration.get("alpha", 0.0))
-    if alpha == 0.0:
-        return threshold
+        if calibration.threshold_one_reference is not None:
+            return calibration.threshold_one_reference, "one-reference"
+        return calibration.threshold, "calibrated"
+    if calibration.alpha == 0.0:
+        return calibration.threshold, "calibrated"
     spread = min(spread, max_spread(calibration))
-    return threshold + alpha * (spread - float(calibration["reference_spread"]))
+    return calibration.threshold + calibration.alpha * (spread - calibration.reference_spread), "adapted"
 
 
 def checked_threshold(value) -> float:
@@ -90,13 +102,16 @@ def similarity(distance: float) -> float:
     return float(np.clip(1.0 - distance * distance / 4.0, 0.0, 1.0))
 
 
-def verify(query: np.ndarray, references: np.ndarray, calibration: dict,
+def verify(query: np.ndarray, references: np.ndarray, calibration: Calibration | Mapping,
            threshold: float | None = None) -> Verdict:
     """Score a query embedding against a user's reference embeddings.
 
-    `calibration` is the manifest's calibration block; `threshold` overrides it when given.
+    `calibration` is the bundle's (a mapping is read as one); `threshold` overrides it when given.
     """
     distance = user_distance(query, references)
-    used = float(threshold) if threshold is not None else user_threshold(references, calibration)
-    return Verdict(match=distance <= used, distance=distance,
-                   similarity=similarity(distance), threshold=used)
+    if threshold is not None:
+        used, source = float(threshold), "override"
+    else:
+        used, source = _user_threshold(references, Calibration.of(calibration))
+    return Verdict(match=distance <= used, distance=distance, similarity=similarity(distance),
+                   threshold=used, threshold_source=source)

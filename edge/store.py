@@ -12,8 +12,9 @@ migration, append one.
 Embedding rows carry a `codec`: "f32le" is a plain little-endian float32 vector; "aesgcm-f32le"
 is that vector encrypted with AES-256-GCM (blob = 12-byte random nonce + ciphertext + tag), with
 user name, reference id and model fingerprint as associated data, so a changed or swapped row
-fails authentication. The key is given to Store (see key_from_environment); never kept in the store.
-Store.seal / Store.unseal encrypt other data (an export file) the same way.
+fails authentication (edge/keys.py: the key's sources and AES-GCM). The key is given to Store
+(see keys.key_from_environment); never kept in the store. Store.seal / Store.unseal encrypt other
+data (an export file) the same way.
 
 A store remembers its key: the first enrolment or import with one writes a key check value (a
 sealed constant) to `settings` and encrypts any plain rows. From then on a command with
@@ -27,8 +28,6 @@ work, writes are refused. A damaged file is reported as damage, never as "unknow
 users index misses but the table holds, damaged pages (PRAGMA quick_check whenever a user is not
 found), and rows that are not finite unit vectors.
 """
-import base64
-import binascii
 import os
 import sqlite3
 import stat
@@ -39,18 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_verify.edge.errors import AlreadyEnrolledError, StoreError, UnknownUserError, shown
+from edge_verify.edge.errors import AlreadyEnrolledError, OtherModelError, StoreError, UnknownUserError, shown
+from edge_verify.edge.keys import ENCRYPTION, KEY_ENV, KEY_FILE_ENV, Sealer
 
 APP_NAME = "edge-verify"
 DB_NAME = "store.sqlite3"
 BUSY_TIMEOUT_S = 5.0
 PLAIN = "f32le"
 ENCRYPTED = "aesgcm-f32le"
-KEY_ENV = "EDGE_VERIFY_KEY"             # the key as 64 hex digits
-KEY_FILE_ENV = "EDGE_VERIFY_KEY_FILE"   # a file holding the 32 key bytes (raw, hex or base64)
-KEY_SIZE = 32
-NONCE_SIZE = 12
-ENCRYPTION = "aes-256-gcm"              # what Store.encryption says when a key is set
 KEY_CHECK = b"edge-verify key check"    # sealed with the key into settings.key_check
 STORE_TABLES = {"users", "embeddings", "checks"}
 
@@ -150,10 +145,15 @@ def now() -> str:
 
 def default_path(data_dir=None) -> Path:
     """The store file: DATA_DIR/store.sqlite3, by default in the user's data folder (platformdirs)."""
-    if data_dir is None:
+    if not data_dir:
         import platformdirs
         data_dir = platformdirs.user_data_dir(APP_NAME, appauthor=False)
     return Path(data_dir).expanduser() / DB_NAME
+
+
+def store_path(path=None, data_dir=None) -> Path:
+    """The store file to open: `path` as given (~ expanded), else default_path(data_dir)."""
+    return Path(path).expanduser() if path is not None else default_path(data_dir)
 
 
 class Store:
@@ -168,13 +168,8 @@ class Store:
         a store that does not exist yet (StoreError) instead of creating it and its folder.
         """
         timeout = BUSY_TIMEOUT_S if timeout is None else timeout
-        self.path = Path(path).expanduser() if path is not None else default_path()
-        self._cipher = None
-        if key is not None:
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-            if len(key) != KEY_SIZE:
-                raise StoreError(f"the encryption key must be {KEY_SIZE} bytes, not {len(key)}")
-            self._cipher = AESGCM(bytes(key))
+        self.path = store_path(path)
+        self._cipher = None if key is None else Sealer(key)
         self._keyed = False  # whether the store has a key check value (set by _adopt_key)
         exists = self._require_store_file(create)
         self.read_only = exists and not self._writable()
@@ -384,8 +379,7 @@ class Store:
             raise UnknownUserError(f"{name} is not enrolled, so there is nothing to append to; "
                                    "enroll without --append")
         if row and mode == "append" and (row[1], row[2]) != (model_fingerprint, preprocess_version):
-            raise StoreError(f"{name} was enrolled with a different model; references cannot be "
-                             "mixed: use --replace to enrol again with this model")
+            raise OtherModelError(name, row[1], model_fingerprint)
         if row and mode == "replace":
             self._db.execute("DELETE FROM users WHERE id = ?", (row[0],))
             row = None
@@ -499,22 +493,13 @@ class Store:
         return "none" if self._cipher is None else ENCRYPTION
 
     def seal(self, data: bytes, associated: bytes) -> bytes:
-        """`data` encrypted and authenticated with the store's key (AES-256-GCM), bound to
-        `associated`: 12-byte random nonce + ciphertext + tag. StoreError without a key."""
-        nonce = os.urandom(NONCE_SIZE)
-        return nonce + self._key_cipher().encrypt(nonce, data, associated)
+        """`data` sealed with the store's key (keys.Sealer.seal); StoreError without a key."""
+        return self._key_cipher().seal(data, associated)
 
     def unseal(self, blob: bytes, associated: bytes) -> bytes | None:
-        """The data of a sealed `blob`, or None when it fails authentication (another key, another
-        `associated`, or a changed byte). StoreError without a key."""
-        from cryptography.exceptions import InvalidTag
-        cipher = self._key_cipher()
-        if len(blob) < NONCE_SIZE:
-            return None
-        try:
-            return cipher.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], associated)
-        except InvalidTag:
-            return None
+        """The data of a sealed `blob`, or None when it fails authentication (keys.Sealer.unseal).
+        StoreError without a key."""
+        return self._key_cipher().unseal(blob, associated)
 
     def _key_cipher(self):
         """The AES-GCM cipher of the store's key; StoreError when no key is set."""
@@ -706,50 +691,3 @@ def _damaged(user: str, reference_id: int, path) -> StoreError:
 def _associated_data(user: str, reference_id: int, model_fingerprint: str) -> bytes:
     """What an encrypted reference is bound to: moving it to another row or user breaks it."""
     return f"edge-verify\0{user}\0{reference_id}\0{model_fingerprint}".encode()
-
-
-def key_from_environment(store_path, environ=os.environ) -> bytes | None:
-    """The encryption key from EDGE_VERIFY_KEY (hex) or EDGE_VERIFY_KEY_FILE, or None if neither is set.
-
-    The key file holds 32 random bytes (raw, hex or base64) and must not lie in the store's
-    folder: a key kept beside the data it protects protects nothing.
-    """
-    text, file = environ.get(KEY_ENV, "").strip(), environ.get(KEY_FILE_ENV, "").strip()
-    if text and file:
-        raise StoreError(f"set {KEY_ENV} or {KEY_FILE_ENV}, not both")
-    if text:
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            key = b""
-        if len(key) != KEY_SIZE:
-            raise StoreError(f"{KEY_ENV} must be {KEY_SIZE} bytes written as {2 * KEY_SIZE} hex digits")
-        return key
-    if not file:
-        return None
-    path = Path(file).expanduser().resolve()
-    folder = Path(store_path).expanduser().resolve().parent
-    if path.is_relative_to(folder):
-        raise StoreError(f"the key file {path} is in the store's folder {folder}: keep the key "
-                         "away from the database (another volume, or /run/keys)")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise StoreError(f"cannot read the key file {path}: {error.strerror or error}") from None
-    return _parse_key(data, path)
-
-
-def _parse_key(data: bytes, path) -> bytes:
-    """32 raw bytes, or their hex or base64 text."""
-    if len(data) == KEY_SIZE:
-        return data
-    text = data.strip()
-    for decode in (bytes.fromhex, lambda t: base64.b64decode(t, validate=True)):
-        try:
-            key = decode(text.decode("ascii"))
-        except (ValueError, UnicodeDecodeError, binascii.Error):
-            continue
-        if len(key) == KEY_SIZE:
-            return key
-    raise StoreError(f"the key file {path} must hold {KEY_SIZE} random bytes (raw, hex or base64), "
-                     f"e.g. made with: head -c {KEY_SIZE} /dev/urandom > KEYFILE")

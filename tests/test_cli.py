@@ -158,13 +158,19 @@ def test_import_refuses_an_export_of_another_model(cli, bundle_copy, tmp_path, d
     assert dump(kiosk)[-1:] == ["COMMIT;"] and "alice" not in "".join(dump(kiosk))
 
 
-def test_enroll_from_a_folder_with_a_progress_bar(cli, tmp_path):
+def batch_folder(tmp_path):
+    """DIR/USER/IMAGE: alice and bob with two signatures each, carol with none."""
     folder = tmp_path / "batch"
     for user, writer in (("alice", 5), ("bob", 6)):
         (folder / user).mkdir(parents=True)
         for sample in (1, 2):
             (folder / user / f"{sample}.jpg").write_bytes(cedar(writer, sample).read_bytes())
     (folder / "carol").mkdir()
+    return folder
+
+
+def test_enroll_from_a_folder_with_a_progress_bar(cli, tmp_path):
+    folder = batch_folder(tmp_path)
     write_png(folder / "carol" / "blank.png", np.full((200, 400), 255, np.uint8))
     result = cli("enroll", "--from-dir", folder, "--json")
     assert result.exit_code == 2  # one user failed; the others are enrolled
@@ -172,6 +178,19 @@ def test_enroll_from_a_folder_with_a_progress_bar(cli, tmp_path):
     assert [r["user"] for r in report["enrolled"]] == ["alice", "bob"]
     assert report["failed"][0]["user"] == "carol" and "blank" in report["failed"][0]["error"]
     assert [u["name"] for u in json.loads(cli("users", "list", "--json").stdout)["users"]] == ["alice", "bob"]
+
+
+def test_a_kiosk_app_enrols_a_folder_through_the_api(tiny_bundle, tmp_path):
+    """Batch enrolment is the API's (the CLI only prints it): each user on their own."""
+    from edge_verify.edge import api
+    folder, seen = batch_folder(tmp_path), []
+    with api.open_store(tmp_path / "kiosk.sqlite3") as store:
+        result = api.enroll_folder(api.load_model(tiny_bundle), store, folder, progress=seen.append)
+        assert seen == ["alice", "bob", "carol"] and [r.user for r in result.enrolled] == ["alice", "bob"]
+        assert result.failed == [{"user": "carol", "error": "'carol' holds no images"}]
+        assert [u["name"] for u in api.list_users(store)] == ["alice", "bob"]
+        with pytest.raises(api.EdgeVerifyError, match="no user subfolders"):
+            api.enroll_folder(api.load_model(tiny_bundle), store, folder / "carol")
 
 
 def test_info_names_runtime_delegate_model_and_store(cli, tiny_bundle, db):
@@ -347,3 +366,4 @@ def test_a_profile_supplies_defaults_and_the_command_line_wins(tiny_bundle, db):
     assert by_option.exit_code == 1
     settings = Settings(model="given").with_defaults(model="profile", threads=2, backend="litert")
     assert (settings.model, settings.threads, settings.backend, settings.db) == ("given", 2, "litert", None)
+

@@ -25,7 +25,8 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from edge_verify.edge import api
+from edge_verify.edge import api, transfer
+from edge_verify.edge.bundle import Bundle
 from edge_verify.edge.capture import pad
 from edge_verify.edge.capture.pad import read_strokes, render_strokes
 from edge_verify.edge.errors import CaptureError, EdgeVerifyError, ImageError, ModelError, ProfileError
@@ -490,6 +491,7 @@ def test_load_bundle_takes_any_manifest(fuzz_dir, raw):
 
 class FakeBundle:
     fingerprint, preprocess_version, embedding_size = "f" * 64, PREPROCESS_VERSION, 4
+    made = Bundle.made
 
 
 def _unit(seed) -> str:
@@ -539,7 +541,7 @@ def test_import_takes_any_file_and_changes_nothing_when_it_refuses(fuzz_dir, raw
     path.write_bytes(raw)
     db.unlink(missing_ok=True)
     with Store(db) as store, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api, "MAX_EXPORT_BYTES", cap)  # the real cap (256 MB) works the same, slower
+        patch.setattr(transfer, "MAX_EXPORT_BYTES", cap)  # the real cap (256 MB) works the same, slower
         try:
             summary = api.import_enrolments(store, FakeBundle(), path)
         except EdgeVerifyError as error:

@@ -13,7 +13,7 @@ from conftest import cedar
 from edge_verify.edge import store as store_module
 from edge_verify.edge.cli import main
 from edge_verify.edge.errors import StoreError
-from edge_verify.edge.store import key_from_environment
+from edge_verify.edge.keys import key_from_environment
 
 FAIL = ("--threshold", "0.001")     # no signature is that close: a failed check
 PASS = ("--threshold", "2")         # every signature is this close: a match

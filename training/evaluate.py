@@ -11,8 +11,7 @@ from collections import defaultdict
 import numpy as np
 
 from edge_verify.edge import scoring
-
-UNCALIBRATED = {"threshold": 1.0, "alpha": 0.0, "reference_spread": 0.0}
+from edge_verify.edge.bundle import UNCALIBRATED
 
 
 def writers_of(signatures):

@@ -8,11 +8,10 @@ import numpy as np
 from edge_verify.edge.capture.camera import capture_frame
 from edge_verify.edge.capture.pad import read_pad, read_stroke_file, render_strokes
 from edge_verify.edge.capture.page import extract_signature
+from edge_verify.edge.choices import SOURCES
 from edge_verify.edge.errors import CaptureError
 from edge_verify.edge.preprocess import load_image
 from edge_verify.edge.profiles import load_profile
-
-SOURCES = ("file", "camera", "pad")
 
 
 def capture_image(source: str, settings: dict | None = None, path=None) -> np.ndarray:

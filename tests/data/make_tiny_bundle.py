@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_verify.edge.inference import BUNDLE_FORMAT, MODEL_FILES
+from edge_verify.edge.bundle import BUNDLE_FORMAT
+from edge_verify.edge.choices import MODEL_FILES
 from edge_verify.edge.preprocess import INPUT_SIZE, PREPROCESS_VERSION, preprocess_file
 
 HERE = Path(__file__).resolve().parent
