@@ -216,10 +216,10 @@ class _Group(click.Group):
                 raise _UsageFailure(error.format_message(), error.ctx) from None
             except (KeyboardInterrupt, click.Abort):
                 raise _Failure("interrupted") from None
-            except click.ClickException as error:
-                if error.exit_code == 1:  # 1 means "no match" here
-                    error.exit_code = 2
+            except (_Failure, _UsageFailure):
                 raise
+            except click.ClickException as error:  # any command's own, e.g. a workstation command's:
+                raise _Failure(error.format_message()) from None  # one "error:" line, exit 2 (never 1)
             except click.exceptions.Exit:
                 raise
             except Exception as error:  # a bug: show where, but still exit 2, never 1 ("no match")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from conftest import cedar, dump, edge_verify_process, rewrite_manifest
 from edge_verify.edge import store as store_module
-from edge_verify.edge.cli import Settings, main
+from edge_verify.edge.cli import Settings, main, registered_commands
 
 
 @pytest.fixture
@@ -367,3 +367,40 @@ def test_a_profile_supplies_defaults_and_the_command_line_wins(tiny_bundle, db):
     settings = Settings(model="given").with_defaults(model="profile", threads=2, backend="litert")
     assert (settings.model, settings.threads, settings.backend, settings.db) == ("given", 2, "litert", None)
 
+
+# ------------------------------------------------------------------ one error contract for every command
+
+
+def test_a_workstation_command_error_is_one_error_line_and_exit_2(monkeypatch):
+    """Commands registered from outside edge/ raise click's own exceptions (exit 1, 'Error: ...'
+    when click prints them); edge-verify shows them as every device error: one line, exit 2."""
+    import click
+
+    from edge_verify.edge import cli as cli_module
+
+    @click.command()
+    def failing():
+        raise click.ClickException("the workstation says no")
+
+    class Point:
+        name = "failing"
+
+        def load(self):
+            return failing
+
+    monkeypatch.setattr(cli_module, "registered_commands", lambda: {"failing": Point()})
+    assert_error(CliRunner().invoke(main, ["failing"]), r"^error: the workstation says no$")
+
+
+@pytest.mark.parametrize("command", sorted(registered_commands()))
+def test_every_registered_command_shows_a_usage_mistake_as_one_error_line(command):
+    assert_error(CliRunner().invoke(main, [command, "--no-such-option"]), "No such option")
+
+
+def test_the_benchmark_tool_refuses_missing_images_with_one_error_line(tmp_path, capsys):
+    from edge_verify.tools import benchmark
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--datasets", str(tmp_path), "--quick"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: benchmark images not found"), lines

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from edge_verify.edge import api, scoring
+from edge_verify.edge.errors import EdgeVerifyError
 from edge_verify.edge.image_io import load_image
 from edge_verify.edge.inference import load_model
 from edge_verify.edge.preprocess import INPUT_SIZE, PREPROCESS_VERSION, preprocess
@@ -298,7 +299,7 @@ def run_benchmark(bundle=None, datasets=DATASETS, quick: bool = False) -> dict:
     paths = [datasets / sample for sample in SAMPLES + REFERENCES + [QUERY]]
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
-        sys.exit(f"benchmark images not found: {', '.join(missing)} (pass --datasets)")
+        raise EdgeVerifyError(f"benchmark images not found: {', '.join(missing)} (pass --datasets)")
     model = load_model(bundle, threads=1)
     size = model.bundle.embedding_size
     references = [datasets / sample for sample in REFERENCES]
@@ -345,7 +346,11 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 1k users enrolled (< 30 s)")
     parser.add_argument("--json", metavar="OUT", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    report = run_benchmark(args.model, args.datasets, args.quick)
+    try:
+        report = run_benchmark(args.model, args.datasets, args.quick)
+    except EdgeVerifyError as error:  # one line and exit 2, as edge-verify does
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     report["command"] = shlex.join(["python", "-m", "edge_verify.tools.benchmark",
                                     *(sys.argv[1:] if argv is None else argv)])
     print_table(report)
