@@ -106,3 +106,24 @@ def small_dataset(tmp_path_factory):
             for sample in range(1, count + 1):
                 shutil.copy(CEDAR / f"{prefix}_{writer}_{sample}.jpg", folder / f"{sample}.jpg")
     return root
+
+
+@pytest.fixture(autouse=True)
+def no_key_in_environment(monkeypatch):
+    """No test inherits a template key from the shell that runs the suite."""
+    monkeypatch.delenv("EDGE_VERIFY_KEY", raising=False)
+    monkeypatch.delenv("EDGE_VERIFY_KEY_FILE", raising=False)
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A store path whose folder does not exist yet (enrolment creates both)."""
+    return tmp_path / "data" / "store.sqlite3"
+
+
+@pytest.fixture
+def strict_profile(tmp_path):
+    """A profile that locks a user after 2 failures in a row."""
+    path = tmp_path / "strict.toml"
+    path.write_text("[security]\nmax_failed_checks = 2\nlockout_seconds = 300\n")
+    return path

@@ -28,25 +28,6 @@ from edge_verify.edge.store import Store
 FAIL = ("--threshold", "0.001")     # no signature is that close: a failed check
 
 
-@pytest.fixture(autouse=True)
-def no_key_in_environment(monkeypatch):
-    monkeypatch.delenv("EDGE_VERIFY_KEY", raising=False)
-    monkeypatch.delenv("EDGE_VERIFY_KEY_FILE", raising=False)
-
-
-@pytest.fixture
-def db(tmp_path):
-    return tmp_path / "data" / "store.sqlite3"
-
-
-@pytest.fixture
-def strict(tmp_path):
-    """A profile that locks a user after 2 failures in a row."""
-    path = tmp_path / "strict.toml"
-    path.write_text("[security]\nmax_failed_checks = 2\nlockout_seconds = 300\n")
-    return path
-
-
 def invoke(bundle, db, *args, env=None):
     return CliRunner().invoke(main, ["--model", str(bundle), "--db", str(db), *map(str, args)], env=env)
 
@@ -193,24 +174,24 @@ def test_a_damaged_users_index_is_reported_as_damage_and_nothing_is_written(cli,
 # ------------------------------------------------------------------ 4. identify and the lockout
 
 
-def test_a_locked_user_never_matches_in_identify(cli, db, strict):
+def test_a_locked_user_never_matches_in_identify(cli, db, strict_profile):
     enroll_alice(cli)
     before = cli("identify", cedar(5, 1), "--json")
     assert before.exit_code == 0 and json.loads(before.stdout)["candidates"][0]["match"]
     for _ in range(2):
-        assert cli("--profile", strict, "check", "alice", cedar(5, 4), *FAIL).exit_code == 1
-    locked = cli("--profile", strict, "identify", cedar(5, 1), "--json")
+        assert cli("--profile", strict_profile, "check", "alice", cedar(5, 4), *FAIL).exit_code == 1
+    locked = cli("--profile", strict_profile, "identify", cedar(5, 1), "--json")
     assert locked.exit_code == 1
     assert json.loads(locked.stdout)["candidates"][0] == {**json.loads(before.stdout)["candidates"][0],
                                                           "match": False, "locked": True}
-    text = cli("--profile", strict, "identify", cedar(5, 1))
+    text = cli("--profile", strict_profile, "identify", cedar(5, 1))
     assert text.exit_code == 1 and "locked out" in text.stdout
     assert audit(db, "alice")[-2:] == ["locked", "locked"]
 
 
-def test_failed_identifies_count_towards_the_best_candidates_lockout(tiny_bundle, bundle_copy, db, strict):
+def test_failed_identifies_count_towards_the_best_candidates_lockout(tiny_bundle, bundle_copy, db, strict_profile):
     strict_bundle = rewrite_manifest(bundle_copy, calibration={"threshold": 0.001})  # nothing matches
-    run = lambda *args: invoke(strict_bundle, db, "--profile", strict, *args)  # noqa: E731
+    run = lambda *args: invoke(strict_bundle, db, "--profile", strict_profile, *args)  # noqa: E731
     assert run("enroll", "alice", cedar(5, 1), cedar(5, 2)).exit_code == 0
     assert [run("identify", cedar(5, 3)).exit_code for _ in range(2)] == [1, 1]
     assert "locked out" in error_line(run("check", "alice", cedar(5, 1), "--threshold", "2"))
@@ -594,12 +575,12 @@ def test_usage_mistakes_are_one_line_too(cli):
 # ------------------------------------------------------------------ 16. batch evaluation, temp folders
 
 
-def test_no_lockout_counts_no_failures_for_an_operator_run(cli, db, strict):
+def test_no_lockout_counts_no_failures_for_an_operator_run(cli, db, strict_profile):
     enroll_alice(cli)
     for command in (("check", "alice", cedar(6, 1), *FAIL), ("identify", cedar(6, 1))):
         for _ in range(3):
-            assert cli("--profile", strict, *command, "--no-lockout").exit_code in (0, 1)
-    assert cli("--profile", strict, "check", "alice", cedar(5, 4), "--threshold", "2").exit_code == 0
+            assert cli("--profile", strict_profile, *command, "--no-lockout").exit_code in (0, 1)
+    assert cli("--profile", strict_profile, "check", "alice", cedar(5, 4), "--threshold", "2").exit_code == 0
     assert "locked" not in audit(db, "alice")
 
 

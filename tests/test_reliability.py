@@ -25,12 +25,6 @@ FRESH_EVERY = 4             # every 4th run starts from no store, so creating it
 MEASURE_EVERY = 10          # a whole run now and then: how long one lasts under the current load
 
 
-@pytest.fixture(autouse=True)
-def no_key_in_environment(monkeypatch):
-    monkeypatch.delenv("EDGE_VERIFY_KEY", raising=False)
-    monkeypatch.delenv("EDGE_VERIFY_KEY_FILE", raising=False)
-
-
 def environment(key: bytes | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_VERIFY_")}
     if key is not None:

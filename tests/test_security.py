@@ -19,30 +19,12 @@ FAIL = ("--threshold", "0.001")     # no signature is that close: a failed check
 PASS = ("--threshold", "2")         # every signature is this close: a match
 
 
-@pytest.fixture(autouse=True)
-def no_key_in_environment(monkeypatch):
-    monkeypatch.delenv("EDGE_VERIFY_KEY", raising=False)
-    monkeypatch.delenv("EDGE_VERIFY_KEY_FILE", raising=False)
-
-
 @pytest.fixture
-def db(tmp_path):
-    return tmp_path / "data" / "store.sqlite3"
-
-
-@pytest.fixture
-def profile(tmp_path):
-    path = tmp_path / "strict.toml"
-    path.write_text("[security]\nmax_failed_checks = 2\nlockout_seconds = 300\n")
-    return path
-
-
-@pytest.fixture
-def cli(tiny_bundle, db, profile):
+def cli(tiny_bundle, db, strict_profile):
     """Run edge-verify with the tiny bundle, a fresh store and a profile allowing 2 failures."""
     def run(*args, env=None):
         return CliRunner().invoke(main, ["--model", str(tiny_bundle), "--db", str(db),
-                                         "--profile", str(profile), *map(str, args)], env=env)
+                                         "--profile", str(strict_profile), *map(str, args)], env=env)
     return run
 
 
@@ -114,8 +96,8 @@ def test_the_lockout_ends_after_the_cool_down(cli, monkeypatch):
     assert cli("check", "alice", cedar(5, 1), *PASS).exit_code == 0
 
 
-def test_zero_max_failed_checks_never_locks(cli, profile):
-    profile.write_text("[security]\nmax_failed_checks = 0\n")
+def test_zero_max_failed_checks_never_locks(cli, strict_profile):
+    strict_profile.write_text("[security]\nmax_failed_checks = 0\n")
     enroll_alice(cli)
     for _ in range(4):
         assert cli("check", "alice", cedar(5, 4), *FAIL).exit_code == 1
@@ -131,7 +113,7 @@ def test_unlocking_an_unknown_user_is_an_error(cli):
 
 
 def test_encrypted_store_gives_the_same_verdicts_and_stores_no_plain_vectors(cli, db, key_file, tmp_path,
-                                                                            tiny_bundle, profile):
+                                                                            tiny_bundle, strict_profile):
     env = {"EDGE_VERIFY_KEY_FILE": str(key_file)}
     enroll_alice(cli, env)
     encrypted = [cli("check", "alice", cedar(5, 4), env=env), cli("check", "alice", cedar(9, 1), env=env),
@@ -140,7 +122,7 @@ def test_encrypted_store_gives_the_same_verdicts_and_stores_no_plain_vectors(cli
     plain_db = tmp_path / "plain" / "store.sqlite3"
     def plain(*args):
         return CliRunner().invoke(main, ["--model", str(tiny_bundle), "--db", str(plain_db),
-                                         "--profile", str(profile), *map(str, args)])
+                                         "--profile", str(strict_profile), *map(str, args)])
     assert plain("enroll", "alice", cedar(5, 1), cedar(5, 2), cedar(5, 3)).exit_code == 0
     unencrypted = [plain("check", "alice", cedar(5, 4)), plain("check", "alice", cedar(9, 1)),
                    plain("identify", cedar(5, 4))]

@@ -25,11 +25,6 @@ def save(store, name, refs, model=MODEL_A, mode="new"):
     return store.save_user(name, refs, model_fingerprint=model, preprocess_version="sig-1", mode=mode)
 
 
-@pytest.fixture
-def db(tmp_path):
-    return tmp_path / "data" / "store.sqlite3"
-
-
 def test_a_new_store_is_wal_versioned_and_enforces_foreign_keys(db):
     with Store(db) as store:
         assert store.schema_version() == len(MIGRATIONS)
