@@ -291,3 +291,15 @@ def test_both_heads_give_unit_embeddings_within_the_device_budget(head):
     embeddings = tower.predict(np.random.default_rng(0).random((2, 96, 192, 1), np.float32), verbose=0)
     assert embeddings.shape == (2, 128) and np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     assert tower.count_params() < 3_000_000  # the budget for the shipped tower
+
+
+def test_geometry_scale_zero_leaves_the_shapes_where_they_are():
+    tf = pytest.importorskip("tensorflow")
+    from edge_verify.training.augment import augment
+
+    images = np.zeros((8, 32, 64, 1), np.float32)
+    images[:, 12:20, 20:44] = 0.8
+    still = augment(tf.constant(images), geometry_scale=0).numpy()
+    assert ((still > 0) == (images > 0)).mean() > 0.97  # strokes may thicken or thin, not move
+    moved = augment(tf.constant(images), geometry_scale=3).numpy()
+    assert ((moved > 0) == (images > 0)).mean() < ((still > 0) == (images > 0)).mean()

@@ -12,13 +12,15 @@ import tensorflow as tf
 
 
 @cache
-def geometry():
-    """Small rotation, scale, shear and shift (built on first use: it creates TF state)."""
+def geometry(scale=1.0):
+    """Small rotation, scale, shear and shift, each range times `scale` (built on first use: it
+    creates TF state). Slant and proportions are also what gives a forgery away, so an embedding
+    taught to ignore large changes of them may stop seeing them: `scale` < 1 keeps them."""
     return keras.Sequential([
-        keras.layers.RandomRotation(0.02, fill_mode="constant"),          # about +-7 degrees
-        keras.layers.RandomZoom((-0.1, 0.1), fill_mode="constant"),
-        keras.layers.RandomShear(x_factor=0.15, y_factor=0.05, fill_mode="constant"),
-        keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant"),
+        keras.layers.RandomRotation(0.02 * scale, fill_mode="constant"),          # about +-7 degrees at 1
+        keras.layers.RandomZoom((-0.1 * scale, 0.1 * scale), fill_mode="constant"),
+        keras.layers.RandomShear(x_factor=0.15 * scale, y_factor=0.05 * scale, fill_mode="constant"),
+        keras.layers.RandomTranslation(0.05 * scale, 0.05 * scale, fill_mode="constant"),
     ], name="geometry")
 
 
@@ -40,11 +42,11 @@ def per_image(batch_size, probability):
     return tf.random.uniform((batch_size, 1, 1, 1)) < probability
 
 
-def augment(images):
+def augment(images, geometry_scale=1.0):
     """Return a randomly altered copy of a batch of preprocessed signatures."""
     shape = tf.shape(images)
     batch = shape[0]
-    x = geometry()(images, training=True)
+    x = geometry(geometry_scale)(images, training=True) if geometry_scale else images
     x = tf.where(per_image(batch, 0.25), dilate(x), x)
     x = tf.where(per_image(batch, 0.15), erode(x), x)
     x = tf.where(per_image(batch, 0.3), blur(x), x)

@@ -177,7 +177,7 @@ def mirror(images, mirrors):
     return tf.where(m >= 2, tf.reverse(images, [1]), images)
 
 
-def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1):
+def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geometry_scale=1.0):
     """tf.data pipeline: sampled writer batches -> augmented float images + pair labels."""
     images = tf.constant(images_u8)
     batch = batch_shape[0] * (batch_shape[1] + batch_shape[2])
@@ -189,7 +189,7 @@ def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1):
 
     def to_example(indices, writers, genuine, mirrored):
         x = tf.cast(tf.gather(images, indices), tf.float32)[..., None] / 255.0
-        return augment(mirror(x, mirrored)), (writers, genuine)
+        return augment(mirror(x, mirrored), geometry_scale), (writers, genuine)
 
     return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
@@ -287,7 +287,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           steps_per_epoch=100, writers_per_batch=12, genuine_per_writer=4, forged_per_writer=4,
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
-          head="pool"):
+          head="pool", geometry_scale=1.0):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -314,7 +314,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
             learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
         trainer.compile(optimizer=keras.optimizers.Adam(schedule))
     batch_shape = (writers_per_batch, genuine_per_writer, forged_per_writer)
-    dataset = training_dataset(train_images, train_set, batch_shape, seed, mirrors)
+    dataset = training_dataset(train_images, train_set, batch_shape, seed, mirrors, geometry_scale)
     callbacks = [
         KeepBest(metric, score, out_dir),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume),
