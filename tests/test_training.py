@@ -162,7 +162,13 @@ def test_evaluate_writes_report_and_det_curve_for_a_keras_tower(small_dataset, e
     for r in printed["results"]:
         assert 0.0 <= r["eer"] <= 1.0 and 0.0 <= r["far_random"] <= 1.0
         assert r["writers"] == 12 and r["skilled_queries"] == 24
+        assert r["eer_ci95"][0] <= r["eer"] <= r["eer_ci95"][1]
+    assert [r["refs"] for r in printed["floor"]["results"]] == [1, 5]  # the floor, scored the same way
     assert report.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    table = cli("evaluate", "--model", str(out / "tower.keras"), "--data", str(small_dataset), "--split", "all",
+                "--refs", "1,5", "--vs", "hog", "--no-floor", env=env)
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert "against hog" in table.stdout and table.stdout.count("difference [") == 2
 
 
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "omniglot"

@@ -101,30 +101,39 @@ def train(data_dirs, layouts, out_dir, **options):
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True)
 @click.option("--refs", default="1,5,10", show_default=True, help="Numbers of references R, comma-separated.")
 @click.option("--no-floor", is_flag=True, help="Do not score the non-learned floor beside the model.")
+@click.option("--vs", "other_model", default=None,
+              help="A second model (same kinds as --model) scored on the same writers: prints the interval "
+                   "of the model's EER minus this one's, to choose between two ideas.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON report here (one --data; with several, NAME_<dataset>.json), "
                    "and a DET curve PNG beside each.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
-def evaluate(model, roots, layout, split, refs, no_floor, report_path, as_json):
+def evaluate(model, roots, layout, split, refs, no_floor, other_model, report_path, as_json):
     """Score a model on datasets with the protocol of EVALUATION.md, beside the floor."""
     import json
     from pathlib import Path
 
-    from edge_verify.training.evaluate import evaluate_model
+    from edge_verify.training.evaluate import evaluate_model, paired_bootstrap_difference
     from edge_verify.training.report import write_report
 
     try:
         refs_list = tuple(int(r) for r in refs.split(","))
     except ValueError:
         raise click.BadParameter(f"{refs!r} is not a comma-separated list of numbers", param_hint="--refs")
-    if model is not None and str(model).endswith(".keras"):  # bundles run on LiteRT alone
+    if any(str(m).endswith(".keras") for m in (model, other_model)):  # bundles run on LiteRT alone
         need_tensorflow()
-    reports, pool, floor_pool = [], {}, {}
+    reports, pool, floor_pool, other_pool = [], {}, {}, {}
     for root in roots:
         report, scores = evaluate_model(model, root, layout, split, refs_list, floor=not no_floor)
         pool[report["dataset"]] = scores
         if "floor_scores" in report:
             floor_pool[report["dataset"]] = report.pop("floor_scores")
+        if other_model:
+            other_report, other_pool[report["dataset"]] = evaluate_model(other_model, root, layout, split,
+                                                                         refs_list, floor=False)
+            report["vs"] = {"model": other_report["model"], "results": other_report["results"],
+                            "eer_minus_vs_ci95": {r: paired_bootstrap_difference(scores[r], other_pool[report["dataset"]][r])
+                                                  for r in refs_list}}
         reports.append(report)
         if report_path:
             path = Path(report_path)
@@ -135,6 +144,8 @@ def evaluate(model, roots, layout, split, refs, no_floor, report_path, as_json):
             click.echo(text_report(report))
     if len(roots) > 1 and not as_json:
         click.echo(pool_text(pool, floor_pool))
+    if other_model and not as_json:
+        click.echo(vs_text(reports, pool, other_pool))
     if as_json:
         click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
 
@@ -152,6 +163,24 @@ def pool_text(pool, floor_pool):
         text += (f"; floor {100 * pool_figure(floor_pool):.2f} % [{100 * low:.1f}, {100 * high:.1f}]; "
                  f"model - floor [{100 * d_low:.1f}, {100 * d_high:.1f}] points")
     return text
+
+
+def vs_text(reports, pool, other_pool):
+    """Model against --vs: each dataset's EERs side by side with the paired interval of the difference."""
+    from edge_verify.training.evaluate import pool_bootstrap, pool_figure
+
+    lines = [f"against {reports[0]['vs']['model']} (same writers; model - vs, 95 % paired bootstrap):"]
+    for report in reports:
+        for mine, theirs in zip(report["results"], report["vs"]["results"]):
+            interval = report["vs"]["eer_minus_vs_ci95"][mine["refs"]]
+            if mine["eer"] is not None and interval:
+                lines.append(f"  {report['dataset']} R={mine['refs']}: {100 * mine['eer']:.2f} % vs "
+                             f"{100 * theirs['eer']:.2f} %, difference [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]")
+    if len(pool) > 1:
+        low, high = pool_bootstrap(pool, other_pool)
+        lines.append(f"  pool: {100 * pool_figure(pool):.2f} % vs {100 * pool_figure(other_pool):.2f} %, "
+                     f"difference [{100 * low:.1f}, {100 * high:.1f}] points")
+    return "\n".join(lines)
 
 
 def text_report(report):
