@@ -309,3 +309,13 @@ def test_geometry_scale_zero_leaves_the_shapes_where_they_are():
     assert ((still > 0) == (images > 0)).mean() > 0.97  # strokes may thicken or thin, not move
     moved = augment(tf.constant(images), geometry_scale=3).numpy()
     assert ((moved > 0) == (images > 0)).mean() < ((still > 0) == (images > 0)).mean()
+
+
+def test_evaluate_writes_a_json_report_for_a_bundle(tiny_bundle, small_dataset, env, tmp_path):
+    pytest.importorskip("skimage")  # the floor
+    report = tmp_path / "report.json"
+    result = cli("evaluate", "--model", str(tiny_bundle), "--data", str(small_dataset), "--split", "all",
+                 "--refs", "1,5", "--report", str(report), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads(report.read_text())
+    assert written["calibration"]["threshold"] == json.loads((tiny_bundle / "manifest.json").read_text())["calibration"]["threshold"]

@@ -49,5 +49,5 @@ def load_embedder(model=None, threads=2) -> Embedder:
         path = path.parent
     device_model = load_model(path, variant=variant, threads=threads)
     embed = lambda images: np.stack([device_model.embed(image[..., 0]) for image in images])
-    return Embedder(embed, device_model.input_size, device_model.bundle.calibration,
+    return Embedder(embed, device_model.input_size, device_model.bundle.calibration.to_dict(),
                     path / device_model.model_file, sha256_of(path / device_model.model_file))
