@@ -343,14 +343,21 @@ def test_the_packaged_model_is_used_when_no_model_is_named(default_bundle, db):
     assert json.loads(result.stdout)["model"]["path"] == str(default_bundle)
 
 
-def test_the_packaged_model_accepts_the_writer_and_rejects_others(default_bundle, db):
-    def run(*args):
-        return CliRunner().invoke(main, ["--db", str(db), *map(str, args)])
-    # CEDAR writer 50 is a test writer: never seen in training or calibration.
-    assert run("enroll", "w50", *(cedar(50, s) for s in range(1, 6))).exit_code == 0
-    genuine = [run("check", "w50", cedar(50, s)).exit_code for s in range(10, 16)]
-    others = [run("check", "w50", cedar(w, 10)).exit_code for w in (46, 47, 48, 49, 51, 52)]
-    assert genuine.count(0) >= 5 and others.count(1) >= 5
+def test_the_packaged_model_accepts_its_writers_and_rejects_others_and_most_forgeries(default_bundle, db):
+    """CEDAR's 10 test writers (never seen in training or calibration), 5 references each."""
+    from edge_verify.edge import api
+    from edge_verify.edge.inference import load_model
+
+    model, writers = load_model(default_bundle), range(46, 56)
+    with api.open_store(db) as store:
+        for w in writers:
+            api.enroll(model, store, f"w{w}", [cedar(w, s) for s in range(1, 6)])
+        accepted = lambda w, path: api.check(model, store, f"w{w}", path.read_bytes(), max_failed=0).match
+        genuine = [accepted(w, cedar(w, s)) for w in writers for s in range(10, 16)]
+        others = [accepted(w, cedar(x, 10)) for w in writers for x in writers if x != w]
+        forged = [accepted(w, cedar(w, s, "forgeries")) for w in writers for s in range(1, 7)]
+        assert not accepted(50, cedar(50, 3, "forgeries"))  # the forgery issue 14 saw pass
+    assert np.mean(genuine) >= 0.75 and np.mean(others) <= 0.02 and np.mean(forged) <= 0.25
 
 
 def test_a_profile_supplies_defaults_and_the_command_line_wins(tiny_bundle, db):
