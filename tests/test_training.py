@@ -221,12 +221,12 @@ def test_bootstrap_interval_holds_the_eer_and_narrows_with_more_writers():
 
 
 def test_paired_bootstrap_tells_a_better_model_from_an_equal_one():
-    from edge_verify.training.evaluate import paired_bootstrap_difference
+    from edge_verify.training.evaluate import bootstrap_eer
 
     worse, better = writer_scores(40, 0.6, seed=1), writer_scores(40, 0.1, seed=2)
-    low, high = paired_bootstrap_difference(better, worse, reps=300)
+    low, high = bootstrap_eer(better, worse, reps=300)
     assert high < 0  # better's EER is lower on every resample of the writers
-    assert paired_bootstrap_difference(worse, worse, reps=300) == [0.0, 0.0]
+    assert bootstrap_eer(worse, worse, reps=300) == [0.0, 0.0]
 
 
 def test_validation_pool_weighs_each_dataset_the_same():

@@ -113,7 +113,7 @@ def evaluate(model, roots, layout, split, refs, no_floor, other_model, report_pa
     import json
     from pathlib import Path
 
-    from edge_verify.training.evaluate import evaluate_model, paired_bootstrap_difference
+    from edge_verify.training.evaluate import bootstrap_eer, evaluate_model
     from edge_verify.training.report import write_report
 
     try:
@@ -132,7 +132,7 @@ def evaluate(model, roots, layout, split, refs, no_floor, other_model, report_pa
             other_report, other_pool[report["dataset"]] = evaluate_model(other_model, root, layout, split,
                                                                          refs_list, floor=False)
             report["vs"] = {"model": other_report["model"], "results": other_report["results"],
-                            "eer_minus_vs_ci95": {r: paired_bootstrap_difference(scores[r], other_pool[report["dataset"]][r])
+                            "eer_minus_vs_ci95": {r: bootstrap_eer(scores[r], other_pool[report["dataset"]][r])
                                                   for r in refs_list}}
         reports.append(report)
         if report_path:

@@ -117,26 +117,13 @@ def summarize(scores, refs, threshold):
     }
 
 
-def bootstrap_eer(scores, reps=1000, level=0.95, seed=0):
+def bootstrap_eer(scores, other=None, reps=1000, level=0.95, seed=0):
     """Writer-level bootstrap interval of the pooled skilled EER: writers are drawn with
-    replacement, their queries pooled, the EER recomputed; (low, high) percentiles."""
-    keys = [k for k, s in scores.items() if len(s["genuine"]) and len(s["skilled"])]
-    if not keys:
-        return None
-    rng = np.random.default_rng(seed)
-    eers = []
-    for _ in range(reps):
-        drawn = [scores[keys[i]] for i in rng.integers(0, len(keys), len(keys))]
-        eers.append(equal_error_rate(np.concatenate([s["genuine"] for s in drawn]),
-                                     np.concatenate([s["skilled"] for s in drawn]))[0])
-    tail = 100 * (1 - level) / 2
-    return [float(v) for v in np.percentile(eers, [tail, 100 - tail])]
-
-
-def paired_bootstrap_difference(scores_a, scores_b, reps=1000, level=0.95, seed=0):
-    """Interval of EER(a) - EER(b) on the same writers, drawn together: how far apart two models
-    (or ideas) really are on this writer pool."""
-    keys = [k for k in scores_a if k in scores_b and len(scores_a[k]["genuine"]) and len(scores_a[k]["skilled"])]
+    replacement, their queries pooled, the EER recomputed; (low, high) percentiles. With
+    `other` (another model's scores of the same writers), the interval of EER(scores) -
+    EER(other) on the same draws: how far apart two models really are on this writer pool."""
+    keys = [k for k, s in scores.items() if len(s["genuine"]) and len(s["skilled"])
+            and (other is None or k in other)]
     if not keys:
         return None
     rng = np.random.default_rng(seed)
@@ -145,48 +132,43 @@ def paired_bootstrap_difference(scores_a, scores_b, reps=1000, level=0.95, seed=
         return equal_error_rate(np.concatenate([scores[k]["genuine"] for k in drawn]),
                                 np.concatenate([scores[k]["skilled"] for k in drawn]))[0]
 
-    differences = []
+    values = []
     for _ in range(reps):
         drawn = [keys[i] for i in rng.integers(0, len(keys), len(keys))]
-        differences.append(eer(scores_a, drawn) - eer(scores_b, drawn))
+        values.append(eer(scores, drawn) - (eer(other, drawn) if other is not None else 0.0))
     tail = 100 * (1 - level) / 2
-    return [float(v) for v in np.percentile(differences, [tail, 100 - tail])]
+    return [float(v) for v in np.percentile(values, [tail, 100 - tail])]
 
 
 POOL_REFS = (1, 5)
 
 
-def pool_eer(signatures, embeddings, refs_list=POOL_REFS):
-    """The validation pool's figure for choosing between models: per dataset, the mean skilled
-    EER over R in `refs_list` (an R its writers cannot give is left out), then the mean over
-    datasets, each weighing the same. Datasets without skilled forgeries are left out."""
-    by_dataset = defaultdict(list)
-    for i, s in enumerate(signatures):
-        by_dataset[s.dataset].append(i)
-    per_dataset = {}
-    for dataset, indices in sorted(by_dataset.items()):
-        subset = [signatures[i] for i in indices]
-        eers = []
-        for refs in refs_list:
-            scores = protocol_scores(subset, embeddings[indices], refs)
-            genuine, skilled = pooled(scores, "genuine"), pooled(scores, "skilled")
-            if len(genuine) and len(skilled):
-                eers.append(equal_error_rate(genuine, skilled)[0])
-        if eers:
-            per_dataset[dataset] = float(np.mean(eers))
-    return {"eer": float(np.mean(list(per_dataset.values()))), "datasets": per_dataset}
+def dataset_figure(scores_by_refs):
+    """One dataset's part of the pool figure: its mean skilled EER over R ({R: protocol_scores});
+    an R without queries is left out; None when no R has any."""
+    eers = [equal_error_rate(pooled(s, "genuine"), pooled(s, "skilled"))[0] for s in scores_by_refs.values()
+            if len(pooled(s, "genuine")) and len(pooled(s, "skilled"))]
+    return float(np.mean(eers)) if eers else None
 
 
 def pool_figure(scores_by):
-    """pool_eer's figure from scores: {dataset: {R: protocol_scores}} -> the mean over datasets of
-    the mean skilled EER over R (an R without queries is left out)."""
-    per_dataset = []
-    for by_refs in scores_by.values():
-        eers = [equal_error_rate(pooled(s, "genuine"), pooled(s, "skilled"))[0] for s in by_refs.values()
-                if len(pooled(s, "genuine")) and len(pooled(s, "skilled"))]
-        if eers:
-            per_dataset.append(np.mean(eers))
-    return float(np.mean(per_dataset))
+    """The validation pool's figure for choosing between models, from {dataset: {R: protocol_scores}}:
+    the mean over datasets of dataset_figure, each dataset weighing the same."""
+    figures = [f for f in map(dataset_figure, scores_by.values()) if f is not None]
+    return float(np.mean(figures))
+
+
+def pool_eer(signatures, embeddings, refs_list=POOL_REFS):
+    """pool_figure of embeddings (uncalibrated), with each dataset's figure beside it.
+    Datasets without skilled forgeries are left out."""
+    by_dataset = defaultdict(list)
+    for i, s in enumerate(signatures):
+        by_dataset[s.dataset].append(i)
+    scores_by = {dataset: {refs: protocol_scores([signatures[i] for i in indices], embeddings[indices], refs)
+                           for refs in refs_list}
+                 for dataset, indices in sorted(by_dataset.items())}
+    per_dataset = {d: f for d, f in ((d, dataset_figure(b)) for d, b in scores_by.items()) if f is not None}
+    return {"eer": pool_figure(scores_by), "datasets": per_dataset}
 
 
 def pool_bootstrap(scores_by, other_by=None, reps=500, level=0.95, seed=0):
@@ -296,7 +278,7 @@ def evaluate_model(model, root, layout=None, split="test", refs_list=(1, 5, 10),
         floor_calibration, floor_scores = score_split(load_embedder(FLOOR), signatures, split, refs_list)
         report["floor"] = {"descriptor": FLOOR_DESCRIPTION, "calibration": floor_calibration,
                            "results": summary(floor_scores, floor_calibration),
-                           "eer_minus_floor_ci95": {refs: paired_bootstrap_difference(scores[refs], floor_scores[refs])
+                           "eer_minus_floor_ci95": {refs: bootstrap_eer(scores[refs], floor_scores[refs])
                                                     for refs in refs_list}}
         report["floor_scores"] = floor_scores  # for pooling across datasets; not written to the JSON
     return report, scores
