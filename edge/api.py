@@ -109,6 +109,13 @@ class CheckResult:
 
 def embed_image(model: Model, image) -> tuple[np.ndarray, str]:
     """(unit embedding, sha256 of the decoded pixels) of a path, encoded bytes or uint8 array."""
+    embedding, pixels = _embed(model, image)
+    digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode() + pixels.tobytes()).hexdigest()
+    return embedding, digest
+
+
+def _embed(model: Model, image) -> tuple[np.ndarray, np.ndarray]:
+    """(unit embedding, decoded pixels): embed_image without the hash, which checks do not keep."""
     name = _describe(image)
     pixels = np.ascontiguousarray(image) if isinstance(image, np.ndarray) else load_image(image)
     try:
@@ -116,8 +123,7 @@ def embed_image(model: Model, image) -> tuple[np.ndarray, str]:
         refuse_non_signature(signature)
     except ImageError as error:
         raise ImageError(error.reason, f"{name}: {error}") from None
-    digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode() + pixels.tobytes()).hexdigest()
-    return model.embed(signature), digest
+    return model.embed(signature), pixels
 
 
 def refuse_non_signature(signature: np.ndarray) -> None:
@@ -277,7 +283,7 @@ def check(model: Model, store: Store, user: str, image, *, threshold: float | No
     until = store.locked_until(enrolled.name)  # a locked user's image is not even read
     if until is None:
         _require_model(enrolled, model.bundle)
-        embedding, _ = embed_image(model, image)
+        embedding, _ = _embed(model, image)
         with store.transaction():
             until = store.locked_until(enrolled.name)  # another check may have locked them meanwhile
             if until is None:
@@ -335,7 +341,7 @@ def identify(model: Model, store: Store, image, k: int = 5, *, gallery: Gallery 
     if not gallery.names:
         raise StoreError(f"no users are enrolled with this model in {store.path}")
     _require_embedding_size(gallery.matrix, model.bundle, store)
-    embedding, _ = embed_image(model, image)
+    embedding, _ = _embed(model, image)
     with store.transaction():
         candidates = search(gallery, embedding, k, model.bundle.calibration, store.locked_users())
         best = candidates[0]

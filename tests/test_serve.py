@@ -275,6 +275,19 @@ def test_too_large_is_413(server):
                  "too_large")
 
 
+def test_an_endless_request_head_is_refused_and_the_service_goes_on(server):
+    """Headers that never end are refused once over MAX_HEAD_BYTES (whichever HTTP parser runs:
+    tests/test_serve_http.py), before any token is read; other clients are still answered."""
+    from edge_verify.edge.serve import MAX_HEAD_BYTES
+    from test_serve_http import exchange
+
+    line = b"X-Padding: " + b"a" * 989 + b"\r\n"
+    answer = exchange(server.port, [b"GET /v1/users HTTP/1.1\r\nHost: x\r\n"]
+                      + [line] * (4 * MAX_HEAD_BYTES // len(line)), pause=0.002)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert server.get("/v1/health", token=None)[0] == 200
+
+
 def test_a_streamed_body_over_the_limit_is_stopped_as_it_arrives():
     """A chunked upload declares no length: the body is counted as it is read."""
     import asyncio
@@ -488,12 +501,16 @@ def test_sigterm_during_an_enrolment_finishes_it_and_exits_cleanly(tmp_path):
 
 
 def test_the_service_benchmark_runs(capsys):
+    from edge_verify.edge import serve
     from edge_verify.tools import serve_bench
     if not (DATASETS / serve_bench.QUERY).is_file():
         pytest.skip(f"needs the CEDAR scans in {DATASETS}")
     report = serve_bench.run(quick=True)
     serve_bench.print_table(report)
+    parser = report.pop("http_parser")
     assert set(report) == {"api_check_ms", "cli_check_ms", "service_1_median_ms", "service_1_p99_ms",
                            "service_4_median_ms", "service_4_p99_ms"}
     assert all(value > 0 for value in report.values())
-    assert "service, 4 clients: p99" in capsys.readouterr().out
+    assert parser == ("h11" if serve.HeadLimitedHttpTools is None else "httptools")
+    out = capsys.readouterr().out
+    assert "service, 4 clients: p99" in out and f"HTTP parser: {parser}" in out

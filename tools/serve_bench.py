@@ -124,10 +124,18 @@ def run(bundle=None, datasets=DATASETS, quick: bool = False, rounds: int = 4) ->
                     for clients in CLIENTS:
                         service_times[clients] += service_ms(port, token, query, clients, repeats)
     report["api_check_ms"] = statistics.median(api_times)
+    report["http_parser"] = http_parser()
     for clients, times in service_times.items():
         report[f"service_{clients}_median_ms"] = statistics.median(times)
         report[f"service_{clients}_p99_ms"] = percentile(times, 0.99)
     return report
+
+
+def http_parser() -> str:
+    """The HTTP parser the service runs here (edge/serve.py, http_protocol): "httptools" or "h11"."""
+    from edge_verify.edge.serve import http_protocol
+    parser = http_protocol()
+    return parser if isinstance(parser, str) else "httptools"
 
 
 def print_table(report: dict) -> None:
@@ -139,7 +147,8 @@ def print_table(report: dict) -> None:
         rows.append((f"service, {clients} client{'s' if clients > 1 else ''}: p99",
                      report[f"service_{clients}_p99_ms"], None))
     rows.append(("fresh process: edge-verify check", cli_ms, None))
-    print(f"{'check latency, one core':<38} {'ms':>8} {'x in-process':>13} {'CLI / this':>11}")
+    print(f"{'check latency, one core':<38} {'ms':>8} {'x in-process':>13} {'CLI / this':>11}"
+          f"   (service's HTTP parser: {report.get('http_parser', '?')})")
     for label, value, _ in rows:
         print(f"{label:<38} {value:>8.2f} {value / api_ms:>13.2f} {cli_ms / value:>11.1f}")
     median = report["service_1_median_ms"]
