@@ -38,15 +38,17 @@ def artefact_eers(signatures) -> dict[str, float]:
     """{level: skilled-forgery EER of that level alone, one reference}; {} without forgeries
     or for pen-stroke files (they have no scan)."""
     signatures = [s for s in signatures if s.path.suffix.lower() not in STROKE_SUFFIXES]
-    queries = [q for q in protocol_queries(signatures, 1) if q[3]]
+    queries = [(references[0], genuine, skilled)
+               for _, references, genuine, skilled, _ in protocol_queries(signatures, 1) if skilled]
     if not queries:
         return {}
     levels = np.array([grey_levels(s.path) for s in signatures])
     eers = {}
     for column, level in enumerate(LEVELS):
         value = levels[:, column]
-        genuine = np.concatenate([np.abs(value[g] - value[refs[0]]) for _, refs, g, _, _ in queries])
-        skilled = np.concatenate([np.abs(value[f] - value[refs[0]]) for _, refs, _, f, _ in queries])
+        distance = lambda reference, others: np.abs(value[others] - value[reference])
+        genuine = np.concatenate([distance(reference, genuine) for reference, genuine, _ in queries])
+        skilled = np.concatenate([distance(reference, skilled) for reference, _, skilled in queries])
         eers[level] = equal_error_rate(genuine, skilled)[0]
     return eers
 
