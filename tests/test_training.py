@@ -136,6 +136,21 @@ def test_writer_loss_is_low_when_each_genuine_signature_sits_on_its_writers_cent
     assert float(writer_softmax_loss(swapped, writers, genuine, centres)) > 10
 
 
+def test_cotuplet_loss_pushes_the_writers_forgeries_not_other_writers():
+    tf = pytest.importorskip("tensorflow")
+    from edge_verify.training.losses import cotuplet_loss
+
+    writers = tf.constant([0, 0, 0, 1, 1, 1])
+    genuine = tf.constant([1, 1, 0, 1, 1, 0])  # two genuine signatures and a forgery each
+    axis = np.eye(4, dtype=np.float32)
+    apart = tf.constant(axis[[0, 0, 1, 2, 2, 3]])  # forgeries far from their writers
+    forgery_on_writer = tf.constant(axis[[0, 0, 0, 2, 2, 2]])
+    writers_together = tf.constant(axis[[0, 0, 1, 0, 0, 3]])  # other writers close: not a negative
+    assert float(cotuplet_loss(apart, writers, genuine)) < 0.05
+    assert float(cotuplet_loss(forgery_on_writer, writers, genuine)) > 0.6
+    assert float(cotuplet_loss(writers_together, writers, genuine)) < 0.05
+
+
 def test_mirrored_strategy_trains_on_two_logical_cpus(small_dataset, env, tmp_path):
     pytest.importorskip("tensorflow")
     out = tmp_path / "mirrored"
@@ -288,15 +303,17 @@ def test_the_shipped_threshold_lets_at_most_2_percent_of_other_writers_pass():
     assert result["far_random"] <= 0.02
 
 
-@pytest.mark.parametrize("head", ["pool", "flatten"])
-def test_both_heads_give_unit_embeddings_within_the_device_budget(head):
+@pytest.mark.parametrize("head, output_stride", [("pool", 32), ("flatten", 32), ("flatten", 16)])
+def test_every_tower_gives_unit_embeddings_within_the_device_budget(head, output_stride):
     pytest.importorskip("tensorflow")
     from edge_verify.training.model import build_tower
 
-    tower = build_tower(input_size=(96, 192), head=head)
+    tower = build_tower(input_size=(96, 192), head=head, output_stride=output_stride)
     embeddings = tower.predict(np.random.default_rng(0).random((2, 96, 192, 1), np.float32), verbose=0)
     assert embeddings.shape == (2, 128) and np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     assert tower.count_params() < 3_000_000  # the budget for the shipped tower
+    last_map = tower.get_layer("block8_pw_relu").output.shape
+    assert last_map[1:3] == (96 // output_stride, 192 // output_stride)
 
 
 def test_geometry_scale_zero_leaves_the_shapes_where_they_are():

@@ -4,7 +4,8 @@ A batch holds a few writers, each with genuine signatures and skilled forgeries.
 - positive: two genuine signatures of one writer;
 - negative: a genuine signature and a skilled forgery of the same writer, or a genuine
   signature and any signature of another writer.
-Two forgeries are never paired (they come from different forgers).
+Two forgeries are never paired (they come from different forgers). The co-tuplet loss uses
+only the skilled forgeries of the anchor's writer as negatives.
 """
 import tensorflow as tf
 
@@ -71,6 +72,30 @@ def triplet_loss(embeddings, writers, genuine, margin=0.3, mining="hard"):
     return masked_mean(tf.nn.relu(distance - chosen + margin), valid)
 
 
+def cotuplet_loss(embeddings, writers, genuine, epsilon=0.2):
+    """Co-tuplet loss (Huang & Lu 2023, MS-SigNet), on squared distances: a soft-margin tuplet
+    of each genuine anchor against its writer's other genuine signatures and its writer's skilled
+    forgeries only (a writer with none in the batch takes the other writers' signatures).
+
+    With d+ the anchor's farthest positive and d- its closest negative, every positive farther
+    than d- - epsilon adds exp(d_p - d-), every negative closer than d+ + epsilon adds
+    exp(d+ - d_n); the anchor's loss is log(1 + the sum).
+    """
+    positive, negative = pair_masks(writers, genuine)
+    skilled = negative & tf.equal(writers[:, None], writers[None, :])
+    negative = tf.where(tf.reduce_any(skilled, axis=1, keepdims=True), skilled, negative)
+    distance = tf.square(pairwise_distances(embeddings))
+    farthest_positive = tf.reduce_max(tf.where(positive, distance, 0.0), axis=1, keepdims=True)
+    closest_negative = tf.reduce_min(tf.where(negative, distance, tf.reduce_max(distance) + 1.0),
+                                     axis=1, keepdims=True)
+    hard_positive = positive & (distance >= closest_negative - epsilon)
+    hard_negative = negative & (distance <= farthest_positive + epsilon)
+    total = (tf.reduce_sum(tf.where(hard_positive, tf.exp(distance - closest_negative), 0.0), axis=1)
+             + tf.reduce_sum(tf.where(hard_negative, tf.exp(farthest_positive - distance), 0.0), axis=1))
+    has_tuplet = tf.reduce_any(positive, axis=1) & tf.reduce_any(negative, axis=1)
+    return masked_mean(tf.math.log1p(total), has_tuplet)
+
+
 def koch_loss(embeddings, writers, genuine, head):
     """Koch, Zemel & Salakhutdinov (2015): |a - b| -> Dense -> sigmoid, binary cross-entropy.
 
@@ -99,4 +124,4 @@ def writer_softmax_loss(embeddings, writers, genuine, centres, scale=16.0):
     return masked_mean(cross_entropy, tf.cast(genuine, tf.bool))
 
 
-OBJECTIVES = ("contrastive", "triplet", "koch")
+OBJECTIVES = ("contrastive", "triplet", "cotuplet", "koch")

@@ -30,10 +30,12 @@ def separable_block(x, filters, strides, name):
 
 
 HEADS = ("pool", "flatten")
+OUTPUT_STRIDES = (32, 16)  # how much smaller a side of the last feature map is than the input
 FLATTEN_CHANNELS = 128  # the last map is narrowed to this many channels before it is flattened
 
 
-def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropout=0.2, head="pool"):
+def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropout=0.2, head="pool",
+                output_stride=32):
     """The compact embedding network that ships on the device (~0.5 M parameters with the
     pooling head, ~0.7 M with the flatten head at 96x192).
 
@@ -41,13 +43,19 @@ def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropo
     not where they are; "flatten": the last map (1/32 of the input a side) narrowed by a 1x1
     convolution and flattened, so the embedding also knows where each stroke feature sits, as
     the fully connected layers of SigNet-style networks do.
+
+    output_stride 16 keeps the last block at the size of the one before (stride 1), so the
+    flatten head sees twice as many cells a side (HOG's cells are 8 px; 32 px is coarse).
     """
     if head not in HEADS:
         raise ValueError(f"head is one of {HEADS}, not {head!r}")
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride is one of {OUTPUT_STRIDES}, not {output_stride!r}")
+    blocks = TOWER_BLOCKS if output_stride == 32 else TOWER_BLOCKS[:-1] + [(TOWER_BLOCKS[-1][0], 1)]
     height, width = input_size
     image = keras.Input((height, width, 1), name="signature")
     x = conv_bn_relu(image, stem_filters, strides=2, name="stem")
-    for i, (filters, strides) in enumerate(TOWER_BLOCKS):
+    for i, (filters, strides) in enumerate(blocks):
         x = separable_block(x, filters, strides, name=f"block{i + 1}")
     if head == "flatten":
         x = conv_bn_relu(x, FLATTEN_CHANNELS, kernel_size=1, name="narrow")

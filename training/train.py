@@ -29,7 +29,7 @@ from edge_verify.training.model import ARCHITECTURES, build_koch_head
 from edge_verify.training.omniglot import (euclidean_similarity, is_omniglot_folder,
                                            omniglot_training_set, sample_runs, score_one_shot)
 
-DEFAULT_MARGINS = {"contrastive": 1.0, "triplet": 0.3}
+DEFAULT_MARGINS = {"contrastive": 1.0, "triplet": 0.3, "cotuplet": 0.2}  # cotuplet: its epsilon
 # (height, width) when --input-size is not given: signatures are wide, characters square.
 DEFAULT_INPUT_SIZES = {("signatures", "tower"): (96, 192), ("signatures", "koch"): (64, 128),
                        ("omniglot", "tower"): (48, 48), ("omniglot", "koch"): (105, 105)}
@@ -60,6 +60,8 @@ class SiameseTrainer(keras.Model):
             return losses.contrastive_loss(embeddings, writers, genuine, self.margin)
         if self.objective == "triplet":
             return losses.triplet_loss(embeddings, writers, genuine, self.margin, self.mining)
+        if self.objective == "cotuplet":
+            return losses.cotuplet_loss(embeddings, writers, genuine, self.margin)
         return losses.koch_loss(embeddings, writers, genuine, self.head)
 
     def total_loss(self, embeddings, writers, genuine):
@@ -287,7 +289,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           steps_per_epoch=100, writers_per_batch=12, genuine_per_writer=4, forged_per_writer=4,
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
-          head="pool", geometry_scale=1.0):
+          head="pool", geometry_scale=1.0, output_stride=32):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -307,7 +309,8 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
 
     with distribution.scope():
         writers = len({(s.dataset, s.writer) for s in train_set}) * mirrors  # the ids writer_batches gives
-        tower = ARCHITECTURES[arch](input_size=input_size, **({"head": head} if arch == "tower" else {}))
+        tower_options = {"head": head, "output_stride": output_stride} if arch == "tower" else {}
+        tower = ARCHITECTURES[arch](input_size=input_size, **tower_options)
         trainer = SiameseTrainer(tower, objective, margin, mining, writer_loss, writers)
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
