@@ -328,6 +328,16 @@ def test_geometry_scale_zero_leaves_the_shapes_where_they_are():
     assert ((moved > 0) == (images > 0)).mean() < ((still > 0) == (images > 0)).mean()
 
 
+def test_without_ink_augmentation_the_strokes_keep_their_pixels():
+    tf = pytest.importorskip("tensorflow")
+    from edge_verify.training.augment import augment
+
+    images = np.zeros((8, 32, 64, 1), np.float32)
+    images[:, 12:20, 20:44] = 0.8
+    assert (augment(tf.constant(images), geometry_scale=0, ink=False).numpy() == images).all()
+    assert not (augment(tf.constant(images), geometry_scale=0).numpy() == images).all()
+
+
 def test_evaluate_writes_a_json_report_for_a_bundle(tiny_bundle, small_dataset, env, tmp_path):
     pytest.importorskip("skimage")  # the floor
     report = tmp_path / "report.json"

@@ -42,11 +42,17 @@ def per_image(batch_size, probability):
     return tf.random.uniform((batch_size, 1, 1, 1)) < probability
 
 
-def augment(images, geometry_scale=1.0):
-    """Return a randomly altered copy of a batch of preprocessed signatures."""
+def augment(images, geometry_scale=1.0, ink=True):
+    """Return a randomly altered copy of a batch of preprocessed signatures.
+
+    ink False leaves the strokes as they are (no thickening, thinning, blur, intensity or grain):
+    line quality and pen pressure are also what gives a forgery away.
+    """
     shape = tf.shape(images)
     batch = shape[0]
     x = geometry(geometry_scale)(images, training=True) if geometry_scale else images
+    if not ink:
+        return x
     x = tf.where(per_image(batch, 0.25), dilate(x), x)
     x = tf.where(per_image(batch, 0.15), erode(x), x)
     x = tf.where(per_image(batch, 0.3), blur(x), x)

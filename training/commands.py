@@ -70,6 +70,8 @@ def parse_size(ctx, param, text):
 @click.option("--geometry-scale", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="How far the random rotation, zoom, shear and shift of training images go, relative "
                    "to the defaults (about 7 degrees, 10 %, 0.15 shear, 5 %); 0: none.")
+@click.option("--ink-augmentation/--no-ink-augmentation", default=True, show_default=True,
+              help="Randomly thicken, thin, blur, darken and grain the strokes of training images.")
 @click.option("--learning-rate", default=1e-3, show_default=True)
 @click.option("--margin", type=float, default=None, help="Loss margin (default per objective).")
 @click.option("--mining", type=click.Choice(["hard", "semihard"]), default="hard", show_default=True)

@@ -179,7 +179,7 @@ def mirror(images, mirrors):
     return tf.where(m >= 2, tf.reverse(images, [1]), images)
 
 
-def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geometry_scale=1.0):
+def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geometry_scale=1.0, ink_augmentation=True):
     """tf.data pipeline: sampled writer batches -> augmented float images + pair labels."""
     images = tf.constant(images_u8)
     batch = batch_shape[0] * (batch_shape[1] + batch_shape[2])
@@ -191,7 +191,7 @@ def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geomet
 
     def to_example(indices, writers, genuine, mirrored):
         x = tf.cast(tf.gather(images, indices), tf.float32)[..., None] / 255.0
-        return augment(mirror(x, mirrored), geometry_scale), (writers, genuine)
+        return augment(mirror(x, mirrored), geometry_scale, ink_augmentation), (writers, genuine)
 
     return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
@@ -289,7 +289,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           steps_per_epoch=100, writers_per_batch=12, genuine_per_writer=4, forged_per_writer=4,
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
-          head="pool", geometry_scale=1.0, output_stride=32):
+          head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -317,7 +317,8 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
             learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
         trainer.compile(optimizer=keras.optimizers.Adam(schedule))
     batch_shape = (writers_per_batch, genuine_per_writer, forged_per_writer)
-    dataset = training_dataset(train_images, train_set, batch_shape, seed, mirrors, geometry_scale)
+    dataset = training_dataset(train_images, train_set, batch_shape, seed, mirrors, geometry_scale,
+                               ink_augmentation)
     callbacks = [
         KeepBest(metric, score, out_dir),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume),
