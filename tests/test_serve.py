@@ -170,6 +170,7 @@ def test_enroll_check_identify_and_users_answer_as_the_cli_does(server):
     assert status == 200 and checked["result"] in ("MATCH", "NO MATCH")
     cli_check = server.cli("check", "alice", str(DEMO / "alice_genuine.jpg"))
     assert checked == cli_check  # the same store, model and image: the same verdict, field for field
+    server.post("/v1/users/alice/unlock")  # two NO MATCHes would lock alice (max_failed_checks = 2)
     status, lenient = server.post("/v1/users/alice/check", [("threshold", "2")], [demo("bob_genuine.jpg")])
     assert (status, lenient["match"], lenient["threshold_source"]) == (200, True, "override")
     status, strict = server.post("/v1/users/alice/check", [("threshold", "0")], [demo("alice_genuine.jpg")])
@@ -179,6 +180,7 @@ def test_enroll_check_identify_and_users_answer_as_the_cli_does(server):
     status, found = server.post("/v1/identify", [("k", "1")], [demo("alice_genuine.jpg")])
     assert status == 200 and len(found["candidates"]) == 1
     assert set(found["candidates"][0]) == set(server.cli("identify", str(DEMO / "alice_genuine.jpg"))["candidates"][0])
+    server.post("/v1/users/alice/unlock")  # each identify counts as a check of alice: two no-matches lock her
 
     for path, command in (("/v1/users", ["users", "list"]), ("/v1/users/alice", ["users", "show", "alice"]),
                           ("/v1/info", ["info"])):
