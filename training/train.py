@@ -179,7 +179,8 @@ def mirror(images, mirrors):
     return tf.where(m >= 2, tf.reverse(images, [1]), images)
 
 
-def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geometry_scale=1.0, ink_augmentation=True):
+def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geometry_scale=1.0,
+                     ink_augmentation=True):
     """tf.data pipeline: sampled writer batches -> augmented float images + pair labels."""
     images = tf.constant(images_u8)
     batch = batch_shape[0] * (batch_shape[1] + batch_shape[2])
