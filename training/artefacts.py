@@ -47,8 +47,8 @@ def artefact_eers(signatures) -> dict[str, float]:
     for column, level in enumerate(LEVELS):
         value = levels[:, column]
         distance = lambda reference, others: np.abs(value[others] - value[reference])
-        genuine = np.concatenate([distance(reference, genuine) for reference, genuine, _ in queries])
-        skilled = np.concatenate([distance(reference, skilled) for reference, _, skilled in queries])
+        genuine = np.concatenate([distance(reference, queried) for reference, queried, _ in queries])
+        skilled = np.concatenate([distance(reference, forged) for reference, _, forged in queries])
         eers[level] = equal_error_rate(genuine, skilled)[0]
     return eers
 

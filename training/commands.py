@@ -5,6 +5,7 @@ stays light.
 """
 import click
 
+from edge_verify.training.choices import HEADS, OBJECTIVES, OUTPUT_STRIDES
 from edge_verify.training.datasets import LAYOUTS
 
 
@@ -36,16 +37,16 @@ def parse_size(ctx, param, text):
 @click.option("--layout", "layouts", multiple=True, type=click.Choice(LAYOUTS),
               help="Layout of each --data, in order; detected when omitted.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--objective", type=click.Choice(["triplet", "contrastive", "cotuplet", "koch"]), default="triplet",
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="triplet",
               show_default=True, help="cotuplet: MS-SigNet's soft-margin tuplet against the writer's skilled "
                                       "forgeries only.")
 @click.option("--arch", type=click.Choice(["tower", "koch"]), default="tower", show_default=True,
               help="tower: the compact device network; koch: the Koch et al. baseline.")
-@click.option("--head", type=click.Choice(["pool", "flatten"]), default="pool", show_default=True,
+@click.option("--head", type=click.Choice(HEADS), default="pool", show_default=True,
               help="How the tower's last feature map becomes the embedding: global average pooling, or "
                    "narrowed and flattened (keeps where the features are).")
-@click.option("--output-stride", type=click.Choice(["32", "16"]), default="32", show_default=True,
-              callback=lambda ctx, param, value: int(value),
+@click.option("--output-stride", type=click.Choice([str(stride) for stride in OUTPUT_STRIDES]), default="32",
+              show_default=True, callback=lambda ctx, param, value: int(value),
               help="How many input pixels a side one cell of the tower's last map covers (16: a finer grid "
                    "for the flatten head, the last block without its stride).")
 @click.option("--input-size", callback=parse_size,

@@ -21,10 +21,14 @@ def pair_masks(writers, genuine):
     return positive, negative
 
 
+def pairwise_squared_distances(embeddings):
+    """Squared Euclidean distances between every two embeddings of a batch."""
+    return tf.reduce_sum(tf.square(embeddings[:, None, :] - embeddings[None, :, :]), axis=-1)
+
+
 def pairwise_distances(embeddings):
     """Euclidean distances between every two embeddings of a batch."""
-    squared = tf.reduce_sum(tf.square(embeddings[:, None, :] - embeddings[None, :, :]), axis=-1)
-    return tf.sqrt(tf.maximum(squared, 1e-12))
+    return tf.sqrt(tf.maximum(pairwise_squared_distances(embeddings), 1e-12))
 
 
 def masked_mean(values, mask):
@@ -84,7 +88,7 @@ def cotuplet_loss(embeddings, writers, genuine, epsilon=0.2):
     positive, negative = pair_masks(writers, genuine)
     skilled = negative & tf.equal(writers[:, None], writers[None, :])
     negative = tf.where(tf.reduce_any(skilled, axis=1, keepdims=True), skilled, negative)
-    distance = tf.square(pairwise_distances(embeddings))
+    distance = pairwise_squared_distances(embeddings)
     farthest_positive = tf.reduce_max(tf.where(positive, distance, 0.0), axis=1, keepdims=True)
     closest_negative = tf.reduce_min(tf.where(negative, distance, tf.reduce_max(distance) + 1.0),
                                      axis=1, keepdims=True)
@@ -123,5 +127,3 @@ def writer_softmax_loss(embeddings, writers, genuine, centres, scale=16.0):
     cross_entropy = tf.keras.losses.sparse_categorical_crossentropy(writers, logits, from_logits=True)
     return masked_mean(cross_entropy, tf.cast(genuine, tf.bool))
 
-
-OBJECTIVES = ("contrastive", "triplet", "cotuplet", "koch")

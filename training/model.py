@@ -9,6 +9,8 @@ model: see convert.export_saved_model).
 import keras
 from keras import layers
 
+from edge_verify.training.choices import HEADS, OUTPUT_STRIDES
+
 # (filters, stride) of the depthwise-separable blocks after the stem.
 TOWER_BLOCKS = [(64, 1), (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (256, 1), (512, 2)]
 
@@ -29,8 +31,6 @@ def separable_block(x, filters, strides, name):
     return conv_bn_relu(x, filters, kernel_size=1, name=f"{name}_pw")
 
 
-HEADS = ("pool", "flatten")
-OUTPUT_STRIDES = (32, 16)  # how much smaller a side of the last feature map is than the input
 FLATTEN_CHANNELS = 128  # the last map is narrowed to this many channels before it is flattened
 
 
