@@ -32,15 +32,17 @@ MANIFEST = "manifest.json"
 @dataclass(frozen=True)
 class Calibration(Mapping):
     """The operating point of a bundle (README "Scores"): a distance threshold, adapted to each
-    user's reference spread with `alpha` around `reference_spread`; `threshold_one_reference`
-    for a user with one reference (None: older bundles, which use `threshold`)."""
+    user's reference spread with `alpha` around `reference_spread` but never past
+    `threshold_max`; `threshold_one_reference` for a user with one reference. None: older
+    bundles, which use `threshold` for one reference and do not cap the adaptation."""
     threshold: float
     alpha: float = 0.0
     reference_spread: float | None = None
     threshold_one_reference: float | None = None
+    threshold_max: float | None = None
     details: dict = field(default_factory=dict, compare=False)  # keys scoring does not read
 
-    SCORED = ("threshold", "alpha", "reference_spread", "threshold_one_reference")
+    SCORED = ("threshold", "alpha", "reference_spread", "threshold_one_reference", "threshold_max")
 
     @classmethod
     def of(cls, value) -> "Calibration":
@@ -60,11 +62,11 @@ class Calibration(Mapping):
         return cls(threshold=float(data["threshold"]), alpha=number("alpha") or 0.0,
                    reference_spread=number("reference_spread"),
                    threshold_one_reference=number("threshold_one_reference"),
+                   threshold_max=number("threshold_max"),
                    details={k: v for k, v in data.items() if k not in cls.SCORED})
 
     def to_dict(self) -> dict:
-        scored = {"threshold": self.threshold, "alpha": self.alpha, "reference_spread": self.reference_spread,
-                  "threshold_one_reference": self.threshold_one_reference}
+        scored = {key: getattr(self, key) for key in self.SCORED}
         return {**{k: v for k, v in scored.items() if v is not None}, **self.details}
 
     def __getitem__(self, key):

@@ -11,7 +11,9 @@ vary a lot (a large spread) gets a looser threshold, a very consistent writer a 
 `alpha` and `reference_spread` (the typical spread of validation writers) are calibrated with
 the threshold and stored in the bundle manifest. The spread counts up to MAX_SPREAD_FACTOR times
 `reference_spread` (max_spread): references spread wider are not one person's (enrolment refuses
-them), and the threshold never loosens past threshold + alpha * reference_spread. With one
+them). And the threshold never loosens past the bundle's `threshold_max`: the distance within
+which only a few of other writers' signatures fall (calibrated on validation writers), so a user
+whose references vary a lot still does not accept strangers. With one
 reference there is no spread: the bundle's `threshold_one_reference`, calibrated with one
 reference, is used as it is (older bundles without one use the threshold). A Verdict says which
 threshold it used (THRESHOLD_SOURCES).
@@ -69,7 +71,8 @@ def max_spread(calibration: Calibration | Mapping) -> float | None:
 
 
 def user_threshold(references: np.ndarray, calibration: Calibration | Mapping) -> float:
-    """The bundle threshold adapted to the spread of this user's references (bounded: max_spread)."""
+    """The bundle threshold adapted to the spread of this user's references (bounded: max_spread,
+    threshold_max)."""
     return _user_threshold(references, Calibration.of(calibration))[0]
 
 
@@ -83,7 +86,10 @@ def _user_threshold(references: np.ndarray, calibration: Calibration) -> tuple[f
     if calibration.alpha == 0.0:
         return calibration.threshold, "calibrated"
     spread = min(spread, max_spread(calibration))
-    return calibration.threshold + calibration.alpha * (spread - calibration.reference_spread), "adapted"
+    adapted = calibration.threshold + calibration.alpha * (spread - calibration.reference_spread)
+    if calibration.threshold_max is not None:
+        adapted = min(adapted, calibration.threshold_max)
+    return adapted, "adapted"
 
 
 def checked_threshold(value) -> float:

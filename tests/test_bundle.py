@@ -12,7 +12,7 @@ from edge_verify.edge.errors import ModelError
 
 # a calibration as the new calibrate writes it: keys scoring reads, and keys for people
 NEW_CALIBRATION = {"threshold": 0.7, "alpha": 0.5, "reference_spread": 0.6, "threshold_far1_skilled": 0.55,
-                   "threshold_one_reference": 0.8, "threshold_eer": 0.72, "random_far_cap": 0.9,
+                   "threshold_one_reference": 0.8, "threshold_max": 0.9, "threshold_eer": 0.72, "random_far_cap": 0.9,
                    "refs": 5, "validation_eer": 0.21, "writers": "validation writers: 30"}
 
 
@@ -22,6 +22,7 @@ def test_old_and_new_manifests_both_load(bundle_copy):
 
     new = load_bundle(rewrite_manifest(bundle_copy, calibration=NEW_CALIBRATION)).calibration
     assert (new.threshold, new.alpha, new.reference_spread, new.threshold_one_reference) == (0.7, 0.5, 0.6, 0.8)
+    assert new.threshold_max == 0.9 and old.threshold_max is None
     assert new.details["writers"] == "validation writers: 30" and new.details["refs"] == 5
     assert new.to_dict() == NEW_CALIBRATION and dict(new) == NEW_CALIBRATION
 

@@ -272,6 +272,22 @@ def test_the_adapted_threshold_is_bounded():
     assert scoring.max_spread(calibration) == pytest.approx(0.64)
 
 
+def test_loosely_written_references_do_not_loosen_the_threshold_past_threshold_max():
+    # a user whose references vary twice as much as a typical writer's: threshold + alpha * spread
+    # would be 1.266, where other writers' signatures sit; threshold_max holds it at 0.85
+    calibration = {"threshold": 0.707, "alpha": 1.0, "reference_spread": 0.56, "threshold_max": 0.85}
+    rng = np.random.default_rng(0)
+    loose = rng.normal(size=(5, 64))
+    loose /= np.linalg.norm(loose, axis=1, keepdims=True)  # spread about 1.41, counted as 1.12
+    stranger = rng.normal(size=64)
+    stranger /= np.linalg.norm(stranger)
+    assert scoring.user_threshold(loose, calibration) == pytest.approx(0.85)
+    verdict = scoring.verify(stranger * 0.6 + loose.mean(axis=0), loose, calibration)
+    assert verdict.threshold == pytest.approx(0.85) and verdict.threshold_source == "adapted"
+    tight = np.repeat(loose[:1], 5, axis=0)  # a consistent writer tightens as before
+    assert scoring.user_threshold(tight, calibration) == pytest.approx(0.707 - 0.56)
+
+
 def test_the_issues_five_people_are_refused_with_the_packaged_model(default_bundle, db):
     mixed = [cedar(writer, 1) for writer in (46, 47, 48, 53, 54)]
     result = CliRunner().invoke(main, ["--db", str(db), "enroll", "mixed", *map(str, mixed)])

@@ -76,6 +76,20 @@ def test_calibration_puts_the_threshold_between_genuine_and_forged():
     assert calibration["threshold_far1_skilled"] <= 2.0
 
 
+def test_calibration_caps_the_adapted_threshold_where_other_writers_begin():
+    from edge_verify.edge.scoring import user_threshold
+    from edge_verify.training.evaluate import pooled, protocol_scores
+
+    signatures = fake_signatures()
+    embeddings = separable_embeddings(signatures, noise=0.3, seed=2)
+    calibration = calibrate(signatures, embeddings, refs=5, random_far=0.02)
+    strangers = pooled(protocol_scores(signatures, embeddings, 5), "random")  # plain distances
+    assert calibration["threshold"] <= calibration["threshold_max"]
+    assert np.mean(strangers <= calibration["threshold_max"]) <= 0.02
+    loose = np.eye(8)[:5]  # five different writers' axes: the widest spread there is
+    assert user_threshold(loose, {**calibration, "alpha": 10.0}) == calibration["threshold_max"]
+
+
 def test_a_user_with_one_reference_is_held_to_the_one_reference_threshold():
     from edge_verify.edge.scoring import user_threshold
 

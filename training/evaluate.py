@@ -207,7 +207,9 @@ def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0,
     genuine signatures pass (zero-effort impostors are the commonest attack);
     threshold_far1_skilled is the threshold whose skilled-forgery FAR is 1 %. A user enrolled
     with one reference has no spread and is scored against threshold_one_reference: the EER
-    point with one reference, capped the same way.
+    point with one reference, capped the same way. threshold_max bounds every adapted threshold:
+    the distance (not adapted) within which `random_far` of other writers' genuine signatures
+    fall, or the threshold where that is lower. validation_eer is the EER with all of it applied.
     """
     while refs > 2 and not any(protocol_queries(signatures, refs)):  # writers with fewer signatures
         refs -= 1
@@ -220,17 +222,21 @@ def calibrate(signatures, embeddings, refs=5, alphas=(0.0, 0.25, 0.5, 0.75, 1.0,
         eer, threshold = equal_error_rate(pooled(scores, "genuine"), pooled(scores, "skilled"))
         if best is None or eer < best[0] - 1e-9:
             best = (eer, threshold, alpha, scores)
-    eer, threshold, alpha, scores = best
+    _, threshold, alpha, scores = best
     one = protocol_scores(signatures, embeddings, 1)
     one_threshold = equal_error_rate(pooled(one, "genuine"), pooled(one, "skilled"))[1]
     random_cap = lambda scores: threshold_at_far(pooled(scores, "random"), random_far) \
         if len(pooled(scores, "random")) else np.inf
-    return {"threshold": min(threshold, random_cap(scores)), "alpha": alpha,
-            "reference_spread": base["reference_spread"],
-            "threshold_far1_skilled": threshold_at_far(pooled(scores, "skilled"), far),
-            "threshold_one_reference": min(one_threshold, random_cap(one)),
-            "threshold_eer": threshold, "random_far_cap": random_far,
-            "refs": refs, "validation_eer": eer}
+    capped = min(threshold, random_cap(scores))
+    distances = protocol_scores(signatures, embeddings, refs)  # UNCALIBRATED: plain distances
+    threshold_max = max(random_cap(distances), capped)
+    calibration = {"threshold": capped, "alpha": alpha, "reference_spread": base["reference_spread"],
+                   "threshold_max": None if np.isinf(threshold_max) else threshold_max,
+                   "threshold_far1_skilled": threshold_at_far(pooled(scores, "skilled"), far),
+                   "threshold_one_reference": min(one_threshold, random_cap(one)),
+                   "threshold_eer": threshold, "random_far_cap": random_far, "refs": refs}
+    final = protocol_scores(signatures, embeddings, refs, calibration)
+    return {**calibration, "validation_eer": equal_error_rate(pooled(final, "genuine"), pooled(final, "skilled"))[0]}
 
 
 def score_split(embedder, signatures, split, refs_list):
