@@ -317,17 +317,29 @@ def test_the_shipped_threshold_lets_at_most_2_percent_of_other_writers_pass():
     assert result["far_random"] <= 0.02
 
 
-@pytest.mark.parametrize("head, output_stride", [("pool", 32), ("flatten", 32), ("flatten", 16)])
-def test_every_tower_gives_unit_embeddings_within_the_device_budget(head, output_stride):
+@pytest.mark.parametrize("head, output_stride, multiplier", [("pool", 32, 1.0), ("flatten", 32, 1.0),
+                                                             ("flatten", 16, 1.0), ("flatten", 32, 1.5)])
+def test_every_tower_gives_unit_embeddings_within_the_device_budget(head, output_stride, multiplier):
     pytest.importorskip("tensorflow")
     from edge_verify.training.model import build_tower
 
-    tower = build_tower(input_size=(96, 192), head=head, output_stride=output_stride)
+    tower = build_tower(input_size=(96, 192), head=head, output_stride=output_stride,
+                        width_multiplier=multiplier)
     embeddings = tower.predict(np.random.default_rng(0).random((2, 96, 192, 1), np.float32), verbose=0)
     assert embeddings.shape == (2, 128) and np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     assert tower.count_params() < 3_000_000  # the budget for the shipped tower
     last_map = tower.get_layer("block8_pw_relu").output.shape
     assert last_map[1:3] == (96 // output_stride, 192 // output_stride)
+    assert last_map[3] == 512 * multiplier
+
+
+def test_a_wider_tower_has_more_parameters_and_width_one_is_the_shipped_tower():
+    pytest.importorskip("tensorflow")
+    from edge_verify.training.model import build_tower
+
+    shipped = build_tower(input_size=(96, 192), head="flatten").count_params()
+    assert shipped == 709_184  # the bundled model (MODEL_CARD.md)
+    assert build_tower(input_size=(96, 192), head="flatten", width_multiplier=1.5).count_params() > 1.5 * shipped
 
 
 def test_geometry_scale_zero_leaves_the_shapes_where_they_are():

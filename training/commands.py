@@ -49,6 +49,8 @@ def parse_size(ctx, param, text):
               show_default=True, callback=lambda ctx, param, value: int(value),
               help="How many input pixels a side one cell of the tower's last map covers (16: a finer grid "
                    "for the flatten head, the last block without its stride).")
+@click.option("--width-multiplier", type=click.FloatRange(0.25, 2.0), default=1.0, show_default=True,
+              help="Multiplies the filters of every layer of the tower (1.5: about twice the parameters).")
 @click.option("--input-size", callback=parse_size,
               help="Network input HxW, e.g. 32x32 [default: 96x192 for signatures, 48x48 for Omniglot; "
                    "64x128 and 105x105 with --arch koch].")

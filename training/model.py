@@ -34,8 +34,13 @@ def separable_block(x, filters, strides, name):
 FLATTEN_CHANNELS = 128  # the last map is narrowed to this many channels before it is flattened
 
 
+def widened(filters, multiplier):
+    """`filters` times a width multiplier, in multiples of 8 (as MobileNet's alpha)."""
+    return max(8, int(round(filters * multiplier / 8)) * 8)
+
+
 def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropout=0.2, head="pool",
-                output_stride=32):
+                output_stride=32, width_multiplier=1.0):
     """The compact embedding network that ships on the device (~0.5 M parameters with the
     pooling head, ~0.7 M with the flatten head at 96x192).
 
@@ -46,6 +51,9 @@ def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropo
 
     output_stride 16 keeps the last block at the size of the one before (stride 1), so the
     flatten head sees twice as many cells a side (HOG's cells are 8 px; 32 px is coarse).
+
+    width_multiplier multiplies the filters of the stem and of every block (1.5: about twice the
+    parameters and multiply-adds of the blocks).
     """
     if head not in HEADS:
         raise ValueError(f"head is one of {HEADS}, not {head!r}")
@@ -54,9 +62,9 @@ def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropo
     blocks = TOWER_BLOCKS if output_stride == 32 else TOWER_BLOCKS[:-1] + [(TOWER_BLOCKS[-1][0], 1)]
     height, width = input_size
     image = keras.Input((height, width, 1), name="signature")
-    x = conv_bn_relu(image, stem_filters, strides=2, name="stem")
+    x = conv_bn_relu(image, widened(stem_filters, width_multiplier), strides=2, name="stem")
     for i, (filters, strides) in enumerate(blocks):
-        x = separable_block(x, filters, strides, name=f"block{i + 1}")
+        x = separable_block(x, widened(filters, width_multiplier), strides, name=f"block{i + 1}")
     if head == "flatten":
         x = conv_bn_relu(x, FLATTEN_CHANNELS, kernel_size=1, name="narrow")
         x = layers.Flatten(name="flatten")(x)
