@@ -106,15 +106,19 @@ def test_a_user_with_one_reference_is_held_to_the_one_reference_threshold():
 
 
 def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env, tmp_path):
+    keras = pytest.importorskip("keras")
     pytest.importorskip("tensorflow")
     out = tmp_path / "run"
     args = ["train", "--data", str(small_dataset), "--layout", "generic", "--out", str(out),
-            "--steps-per-epoch", "2", "--writers-per-batch", "4", "--seed", "3", "--writer-loss", "0.2"]
+            "--steps-per-epoch", "2", "--writers-per-batch", "4", "--seed", "3", "--writer-loss", "0.2",
+            "--dropout", "0.5"]
     result = cli(*args, "--epochs", "1", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "tower.keras").exists() and (out / "history.csv").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["best"]["epoch"] == 1 and run["parameters"] < 1_000_000
+    assert run["config"]["dropout"] == 0.5
+    assert keras.models.load_model(out / "tower.keras").get_layer("dropout").rate == 0.5
     again = cli(*args, "--epochs", "1", env=env)
     assert again.returncode != 0 and "--resume" in again.stderr
     resumed = cli(*args, "--epochs", "2", "--resume", env=env)

@@ -5,7 +5,7 @@ stays light.
 """
 import click
 
-from edge_verify.training.choices import HEADS, OBJECTIVES, OUTPUT_STRIDES
+from edge_verify.training.choices import DEFAULT_DROPOUT, HEADS, OBJECTIVES, OUTPUT_STRIDES
 from edge_verify.training.datasets import LAYOUTS
 
 
@@ -51,6 +51,9 @@ def parse_size(ctx, param, text):
                    "for the flatten head, the last block without its stride).")
 @click.option("--width-multiplier", type=click.FloatRange(0.25, 2.0), default=1.0, show_default=True,
               help="Multiplies the filters of every layer of the tower (1.5: about twice the parameters).")
+@click.option("--dropout", type=click.FloatRange(0.0, 0.9), default=DEFAULT_DROPOUT, show_default=True,
+              help="Rate at which training drops the features that feed the embedding layer (regularises; "
+                   "the device never drops any).")
 @click.option("--input-size", callback=parse_size,
               help="Network input HxW, e.g. 32x32 [default: 96x192 for signatures, 48x48 for Omniglot; "
                    "64x128 and 105x105 with --arch koch].")

@@ -9,7 +9,7 @@ model: see convert.export_saved_model).
 import keras
 from keras import layers
 
-from edge_verify.training.choices import HEADS, OUTPUT_STRIDES
+from edge_verify.training.choices import DEFAULT_DROPOUT, HEADS, OUTPUT_STRIDES
 
 # (filters, stride) of the depthwise-separable blocks after the stem.
 TOWER_BLOCKS = [(64, 1), (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (256, 1), (512, 2)]
@@ -39,7 +39,7 @@ def widened(filters, multiplier):
     return max(8, int(round(filters * multiplier / 8)) * 8)
 
 
-def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropout=0.2, head="pool",
+def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropout=DEFAULT_DROPOUT, head="pool",
                 output_stride=32, width_multiplier=1.0):
     """The compact embedding network that ships on the device (~0.5 M parameters with the
     pooling head, ~0.7 M with the flatten head at 96x192).
@@ -54,6 +54,9 @@ def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropo
 
     width_multiplier multiplies the filters of the stem and of every block (1.5: about twice the
     parameters and multiply-adds of the blocks).
+
+    dropout is the rate at which training drops the features that feed the embedding layer
+    (the device never drops any).
     """
     if head not in HEADS:
         raise ValueError(f"head is one of {HEADS}, not {head!r}")

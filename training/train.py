@@ -23,6 +23,7 @@ from edge_verify.edge.preprocess import PREPROCESS_VERSION
 from edge_verify.training import losses
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.augment import augment
+from edge_verify.training.choices import DEFAULT_DROPOUT
 from edge_verify.training.datasets import STROKE_SUFFIXES, read_signatures, select_split
 from edge_verify.training.evaluate import koch_evaluate_embeddings, pool_eer
 from edge_verify.training.model import ARCHITECTURES, build_koch_head
@@ -290,7 +291,8 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           steps_per_epoch=100, writers_per_batch=12, genuine_per_writer=4, forged_per_writer=4,
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
-          head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True, width_multiplier=1.0):
+          head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True, width_multiplier=1.0,
+          dropout=DEFAULT_DROPOUT):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -310,8 +312,8 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
 
     with distribution.scope():
         writers = len({(s.dataset, s.writer) for s in train_set}) * mirrors  # the ids writer_batches gives
-        tower_options = ({"head": head, "output_stride": output_stride, "width_multiplier": width_multiplier}
-                         if arch == "tower" else {})
+        tower_options = ({"head": head, "output_stride": output_stride, "width_multiplier": width_multiplier,
+                          "dropout": dropout} if arch == "tower" else {})
         tower = ARCHITECTURES[arch](input_size=input_size, **tower_options)
         trainer = SiameseTrainer(tower, objective, margin, mining, writer_loss, writers)
         trainer.build((None, *input_size, 1))
