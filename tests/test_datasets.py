@@ -301,3 +301,31 @@ def test_the_device_rendering_of_a_stroke_file_is_variant_0_and_other_variants_d
     variants = [render_variant(path, v) for v in (1, 2)]
     assert all(v.dtype == np.uint8 and v.shape != device.shape or not np.array_equal(v, device) for v in variants)
     assert np.array_equal(render_variant(path, 1), variants[0])  # a variant is the same every time
+
+
+def test_a_bent_variant_is_the_same_pen_on_a_slightly_different_path_and_gets_its_own_cache(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow")  # training.train
+    from edge_verify.edge.capture.pad import read_stroke_file
+    from edge_verify.training.arrays import preprocessed_images
+    from edge_verify.training.strokes import bent, render_variant
+    from edge_verify.training.train import with_stroke_variants
+
+    path = DATASETS / "mcyt100-online" / "writer_001" / "genuine" / "genuine_01.csv"
+    strokes = read_stroke_file(path)
+    moved = bent(strokes, 0.05, np.random.default_rng(0))
+    assert [len(s) for s in moved] == [len(s) for s in strokes]
+    points, moved_points = np.concatenate(strokes), np.concatenate(moved)
+    assert np.array_equal(points[:, 2], moved_points[:, 2])  # the pressure is the writer's
+    shift = np.linalg.norm(moved_points[:, :2] - points[:, :2], axis=1)
+    height = np.ptp(points[:, 1])
+    assert 0.005 * height < shift.mean() < 0.25 * height  # a little, not a new signature
+    assert np.abs(np.diff(shift)).max() < 0.02 * height  # smooth along the path: strokes stay whole
+    assert np.array_equal(render_variant(path, 1, bend=0.05), render_variant(path, 1, bend=0.05))
+    assert not np.array_equal(render_variant(path, 1, bend=0.05), render_variant(path, 1))
+
+    monkeypatch.setenv("EDGE_VERIFY_CACHE", str(tmp_path))
+    [signature] = [s for s in read_signatures(DATASETS / "mcyt100-online") if s.path == path]
+    plain, bent_twice = (with_stroke_variants([signature], 2, bend) for bend in (0.0, 0.05))
+    assert plain[0] == bent_twice[0]  # variant 0 is always the device's drawing
+    images = [preprocessed_images(records, (96, 192), workers=1) for records in (plain, bent_twice)]
+    assert np.array_equal(images[0][0], images[1][0]) and not np.array_equal(images[0][1], images[1][1])

@@ -26,17 +26,18 @@ def _cache_key(signatures, size) -> str:
     digest = hashlib.sha256(f"{PREPROCESS_VERSION}|{size}".encode())
     for s in signatures:
         stat = s.path.stat()
-        digest.update(f"{s.path}|{stat.st_size}|{stat.st_mtime_ns}|{s.variant}".encode())
+        digest.update(f"{s.path}|{stat.st_size}|{stat.st_mtime_ns}|{s.variant}"
+                      f"{f'|{s.bend}' if s.bend else ''}".encode())
     return digest.hexdigest()[:20]
 
 
 # Workers raise DatasetError (one message, pickles back to the pool) for an unusable image:
 # an ImageError would not unpickle in the parent, and the pool would wait for ever.
 def _preprocess_one(job):
-    path, size, variant = job
+    path, size, variant, bend = job
     try:
         if path.suffix.lower() in STROKE_SUFFIXES:  # pen strokes: drawn first, as the pad path does
-            return np.round(preprocess(render_variant(path, variant), size) * 255).astype(np.uint8)
+            return np.round(preprocess(render_variant(path, variant, bend), size) * 255).astype(np.uint8)
         return np.round(preprocess_file(path, size) * 255).astype(np.uint8)
     except (ImageError, CaptureError) as error:
         raise DatasetError(f"{path}: {error}") from None
@@ -65,7 +66,7 @@ def _cached(path: Path, function, jobs, workers) -> np.ndarray:
 def preprocessed_images(signatures, size, workers=None) -> np.ndarray:
     """uint8 (N, H, W) for the signatures, in their order; computed once, then read from cache."""
     path = cache_dir() / f"signatures-{_cache_key(signatures, size)}.npy"
-    return _cached(path, _preprocess_one, [(s.path, tuple(size), s.variant) for s in signatures], workers)
+    return _cached(path, _preprocess_one, [(s.path, tuple(size), s.variant, s.bend) for s in signatures], workers)
 
 
 def preprocessed_pixels(images: np.ndarray, size, workers=None) -> np.ndarray:

@@ -73,6 +73,9 @@ def parse_size(ctx, param, text):
 @click.option("--stroke-variants", default=1, show_default=True, type=click.IntRange(1, 16),
               help="Draw each training pen-stroke file this many ways (pen width, pressure response, "
                    "ink, paper); 1: only as the device's pad renderer draws it.")
+@click.option("--stroke-bend", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+              help="How far the extra stroke variants redraw each pen trajectory, as a writer's hand would "
+                   "(smooth displacements of about this fraction of the ink's height); 0: the same path.")
 @click.option("--geometry-scale", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="How far the random rotation, zoom, shear and shift of training images go, relative "
                    "to the defaults (about 7 degrees, 10 %, 0.15 shear, 5 %); 0: none.")

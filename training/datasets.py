@@ -75,6 +75,7 @@ class Signature:
     sample: int
     path: Path
     variant: int = 0  # pen-stroke files: which rendering (0 = the device's pad renderer)
+    bend: float = 0.0  # pen-stroke files: how far a variant redraws the trajectory (strokes.bent)
 
 
 # ---------------------------------------------------------------- files and folders

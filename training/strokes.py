@@ -3,7 +3,10 @@
 Variant 0 is exactly what the device sees from a pad: `render_strokes` of the stroke file.
 Other variants draw the same trajectory with another pen: relative stroke width, pressure
 response and ink tone vary, and some get a grey, textured paper, so one trajectory gives many
-images. Every variant then goes through the one preprocessing, as a scan would.
+images. With a `bend` above 0 the other variants also redraw the trajectory a little
+differently, as the writer's hand would: a smooth, low-frequency displacement along the pen's
+path, so strokes stay sharp and connected. Every variant then goes through the one
+preprocessing, as a scan would.
 """
 import zlib
 
@@ -13,12 +16,37 @@ import numpy as np
 from edge_verify.edge.capture.pad import LONG_SIDE, read_stroke_file, render_strokes
 
 
-def render_variant(path, variant: int = 0) -> np.ndarray:
-    """uint8 grey image of the stroke file at `path` (dark ink on light paper)."""
+BEND_HARMONICS = 3  # the displacement is a sum of this many sine waves along the pen's path
+
+
+def bent(strokes, amount: float, rng) -> list[np.ndarray]:
+    """The strokes with each point displaced along a smooth random curve of the pen's progress.
+
+    Harmonic k of BEND_HARMONICS has a random phase and an amplitude of about amount / k times
+    the ink's height, in x and y, so the signature keeps its shape while its parts shift,
+    stretch and lean a little against each other.
+    """
+    points = np.concatenate(strokes)
+    height = np.ptp(points[:, 1]) or 1.0
+    progress = np.linspace(0.0, 1.0, len(points))[:, None]
+    k = np.arange(1, BEND_HARMONICS + 1)
+    amplitude = rng.normal(0.0, amount * height / k, (2, BEND_HARMONICS))
+    phase = rng.uniform(0, 2 * np.pi, (2, BEND_HARMONICS))
+    shift = np.column_stack([(a * np.sin(2 * np.pi * k * progress + f)).sum(axis=1)
+                             for a, f in zip(amplitude, phase)])
+    ends = np.cumsum([len(s) for s in strokes])[:-1]
+    return [np.column_stack([s[:, :2] + d, s[:, 2:]]) for s, d in zip(strokes, np.split(shift, ends))]
+
+
+def render_variant(path, variant: int = 0, bend: float = 0.0) -> np.ndarray:
+    """uint8 grey image of the stroke file at `path` (dark ink on light paper); variants other
+    than 0 also bent by `bend` (see `bent`)."""
     strokes = read_stroke_file(path)
     if variant == 0:
         return render_strokes(strokes)
     rng = np.random.default_rng([variant, zlib.crc32(str(path).encode())])
+    if bend:
+        strokes = bent(strokes, bend, np.random.default_rng([variant, zlib.crc32(str(path).encode()), 1]))
     gamma = rng.uniform(0.4, 2.5)  # pressure response: soft or stiff pen
     floor = rng.uniform(0.0, 0.4)  # pressure never quite zero: felt pens, ballpoints
     strokes = [np.column_stack([s[:, :2], floor + (1 - floor) * s[:, 2:3] ** gamma]) for s in strokes]

@@ -160,10 +160,10 @@ def writer_weights(keys):
     return {(d, w): np.sqrt(len(people_of[d])) / keys_of[d] for d, w in keys}
 
 
-def with_stroke_variants(signatures, variants):
+def with_stroke_variants(signatures, variants, bend=0.0):
     """Each pen-stroke signature drawn `variants` times (strokes.render_variant 0..variants-1),
-    each drawing a sample of the same writer."""
-    return [replace(s, variant=v) if v else s for s in signatures
+    each drawing a sample of the same writer; variants other than 0 bent by `bend`."""
+    return [replace(s, variant=v, bend=bend) if v else s for s in signatures
             for v in range(variants if s.path.suffix.lower() in STROKE_SUFFIXES else 1)]
 
 
@@ -198,11 +198,11 @@ def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geomet
     return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
-def signature_data(data, input_size, stroke_variants=1):
+def signature_data(data, input_size, stroke_variants=1, stroke_bend=0.0):
     """The training writers' images and records, and the validation: val_eer, the mean EER of
     the validation pool (evaluate.pool_eer: each dataset's validation writers, R = 1 and 5)."""
     signatures = [s for root, layout in data for s in read_signatures(root, layout)]
-    train_set = with_stroke_variants(select_split(signatures, "train"), stroke_variants)
+    train_set = with_stroke_variants(select_split(signatures, "train"), stroke_variants, stroke_bend)
     val_set = select_split(signatures, "val")
     print(f"training writers: {len({(s.dataset, s.writer) for s in train_set})}, "
           f"images: {len(train_set)}; validation images: {len(val_set)}")
@@ -239,12 +239,14 @@ def omniglot_data(folder, input_size):
     return train_images, train_set, "val_one_shot_error", val_one_shot_error
 
 
-def training_data(data, input_size, stroke_variants=1):
+def training_data(data, input_size, stroke_variants=1, stroke_bend=0.0):
     """(uint8 training images, their records, validation metric name, tower -> metric) of `data`."""
     omniglot = [root for root, _ in data if is_omniglot_folder(root)]
     if omniglot and len(data) > 1:
         raise ValueError(f"{omniglot[0]} is Omniglot: train on it alone, not with other --data")
-    return omniglot_data(omniglot[0], input_size) if omniglot else signature_data(data, input_size, stroke_variants)
+    if omniglot:
+        return omniglot_data(omniglot[0], input_size)
+    return signature_data(data, input_size, stroke_variants, stroke_bend)
 
 
 class KeepBest(keras.callbacks.Callback):
@@ -292,7 +294,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
           head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True, width_multiplier=1.0,
-          dropout=DEFAULT_DROPOUT):
+          dropout=DEFAULT_DROPOUT, stroke_bend=0.0):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -308,7 +310,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
     keras.utils.set_random_seed(seed)
     kind = "omniglot" if any(is_omniglot_folder(root) for root, _ in data) else "signatures"
     input_size = tuple(input_size or DEFAULT_INPUT_SIZES[kind, arch])
-    train_images, train_set, metric, score = training_data(data, input_size, stroke_variants)
+    train_images, train_set, metric, score = training_data(data, input_size, stroke_variants, stroke_bend)
 
     with distribution.scope():
         writers = len({(s.dataset, s.writer) for s in train_set}) * mirrors  # the ids writer_batches gives
