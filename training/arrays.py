@@ -26,8 +26,8 @@ def _cache_key(signatures, size) -> str:
     digest = hashlib.sha256(f"{PREPROCESS_VERSION}|{size}".encode())
     for s in signatures:
         stat = s.path.stat()
-        digest.update(f"{s.path}|{stat.st_size}|{stat.st_mtime_ns}|{s.variant}"
-                      f"{f'|{s.bend}' if s.bend else ''}".encode())
+        bend = f"|{s.bend}" if s.bend else ""  # unbent records keep the keys of caches made before bending
+        digest.update(f"{s.path}|{stat.st_size}|{stat.st_mtime_ns}|{s.variant}{bend}".encode())
     return digest.hexdigest()[:20]
 
 

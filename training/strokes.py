@@ -44,9 +44,10 @@ def render_variant(path, variant: int = 0, bend: float = 0.0) -> np.ndarray:
     strokes = read_stroke_file(path)
     if variant == 0:
         return render_strokes(strokes)
-    rng = np.random.default_rng([variant, zlib.crc32(str(path).encode())])
-    if bend:
-        strokes = bent(strokes, bend, np.random.default_rng([variant, zlib.crc32(str(path).encode()), 1]))
+    seed = [variant, zlib.crc32(str(path).encode())]
+    rng = np.random.default_rng(seed)
+    if bend:  # its own stream, so a variant's pen, ink and paper do not change with the bend
+        strokes = bent(strokes, bend, np.random.default_rng(seed + [1]))
     gamma = rng.uniform(0.4, 2.5)  # pressure response: soft or stiff pen
     floor = rng.uniform(0.0, 0.4)  # pressure never quite zero: felt pens, ballpoints
     strokes = [np.column_stack([s[:, :2], floor + (1 - floor) * s[:, 2:3] ** gamma]) for s in strokes]
