@@ -111,19 +111,34 @@ def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env,
     out = tmp_path / "run"
     args = ["train", "--data", str(small_dataset), "--layout", "generic", "--out", str(out),
             "--steps-per-epoch", "2", "--writers-per-batch", "4", "--seed", "3", "--writer-loss", "0.2",
-            "--dropout", "0.5"]
+            "--dropout", "0.5", "--ema", "0.9"]
     result = cli(*args, "--epochs", "1", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "tower.keras").exists() and (out / "history.csv").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["best"]["epoch"] == 1 and run["parameters"] < 1_000_000
-    assert run["config"]["dropout"] == 0.5
+    assert run["config"]["dropout"] == 0.5 and run["config"]["ema"] == 0.9
     assert keras.models.load_model(out / "tower.keras").get_layer("dropout").rate == 0.5
     again = cli(*args, "--epochs", "1", env=env)
     assert again.returncode != 0 and "--resume" in again.stderr
     resumed = cli(*args, "--epochs", "2", "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+def test_with_ema_the_averaged_weights_are_scored_and_training_goes_on_from_its_own():
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    from edge_verify.training.train import averaged_weights
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(1.0, use_ema=True, ema_momentum=0.5))
+    weight = model.trainable_variables[0]
+    for _ in range(2):  # the weight goes 0 -> -1 -> -2; its average -1, then (-1 - 2) / 2
+        model.optimizer.apply_gradients([(np.ones((1, 1), "float32"), weight)])
+    with averaged_weights(model):
+        assert float(weight.numpy()[0, 0]) == pytest.approx(-1.5)
+    assert float(weight.numpy()[0, 0]) == pytest.approx(-2.0)
 
 
 def test_mirrored_writers_are_new_writers_flipped_as_a_whole():

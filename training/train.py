@@ -12,6 +12,7 @@ one-shot runs drawn from held-out background characters.
 import json
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -265,16 +266,36 @@ class KeepBest(keras.callbacks.Callback):
         return self.out_dir / "best.json"
 
     def on_epoch_end(self, epoch, logs=None):
-        tower = self.model.tower
+        with averaged_weights(self.model):
+            self.score_and_keep(epoch, logs)
+
+    def score_and_keep(self, epoch, logs):
         value = self.score(self.model)
         logs[self.metric] = value
         print(f" - {self.metric}: {100 * value:.2f} %")
         if not self.best or value <= self.best[self.metric]:
             self.best = {"epoch": epoch + 1, self.metric: value}
-            tower.save(self.out_dir / "tower.keras")
+            self.model.tower.save(self.out_dir / "tower.keras")
             self.best_state_path().write_text(json.dumps(self.best))
             if self.model.head is not None:
                 self.model.head.save(self.out_dir / "koch_head.keras")
+
+
+@contextmanager
+def averaged_weights(trainer):
+    """Inside the block the trainer holds the moving average of its weights when its optimizer
+    keeps one (--ema), and its own weights again after it, so that training goes on from them."""
+    if not trainer.optimizer.use_ema:
+        yield
+        return
+    variables = trainer.trainable_variables
+    own = [variable.numpy() for variable in variables]
+    trainer.optimizer.finalize_variable_values(variables)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, own):
+            variable.assign(value)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -294,11 +315,14 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
           head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True, width_multiplier=1.0,
-          dropout=DEFAULT_DROPOUT, stroke_bend=0.0):
+          dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
-    Writes to out_dir: tower.keras (best on validation), history.csv, run.json.
+    With `ema` (a momentum, e.g. 0.995) the tower is scored and kept as the exponential moving
+    average of its weights over the last steps (Polyak averaging), while training goes on from
+    the weights themselves. Writes to out_dir: tower.keras (best on validation), history.csv,
+    run.json.
     """
     distribution = make_strategy(strategy, cpu_replicas)  # first: devices are fixed once TF starts
     started = time.time()
@@ -321,7 +345,9 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
-        trainer.compile(optimizer=keras.optimizers.Adam(schedule))
+        optimizer = (keras.optimizers.Adam(schedule, use_ema=True, ema_momentum=ema) if ema
+                     else keras.optimizers.Adam(schedule))
+        trainer.compile(optimizer=optimizer)
     batch_shape = (writers_per_batch, genuine_per_writer, forged_per_writer)
     dataset = training_dataset(train_images, train_set, batch_shape, seed, mirrors, geometry_scale,
                                ink_augmentation)
