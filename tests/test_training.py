@@ -111,13 +111,13 @@ def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env,
     out = tmp_path / "run"
     args = ["train", "--data", str(small_dataset), "--layout", "generic", "--out", str(out),
             "--steps-per-epoch", "2", "--writers-per-batch", "4", "--seed", "3", "--writer-loss", "0.2",
-            "--dropout", "0.5", "--ema", "0.9"]
+            "--dropout", "0.5", "--ema", "0.9", "--weight-decay", "0.01"]
     result = cli(*args, "--epochs", "1", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "tower.keras").exists() and (out / "history.csv").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["best"]["epoch"] == 1 and run["parameters"] < 1_000_000
-    assert run["config"]["dropout"] == 0.5 and run["config"]["ema"] == 0.9
+    assert (run["config"]["dropout"], run["config"]["ema"], run["config"]["weight_decay"]) == (0.5, 0.9, 0.01)
     assert keras.models.load_model(out / "tower.keras").get_layer("dropout").rate == 0.5
     again = cli(*args, "--epochs", "1", env=env)
     assert again.returncode != 0 and "--resume" in again.stderr
@@ -139,6 +139,24 @@ def test_with_ema_the_averaged_weights_are_scored_and_training_goes_on_from_its_
     with averaged_weights(model):
         assert float(weight.numpy()[0, 0]) == pytest.approx(-1.5)
     assert float(weight.numpy()[0, 0]) == pytest.approx(-2.0)
+
+
+def test_weight_decay_shrinks_the_kernels_only():
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    from edge_verify.training.train import make_optimizer
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, kernel_initializer="ones",
+                                                                    bias_initializer="ones"),
+                              keras.layers.BatchNormalization()])
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    optimizer = make_optimizer(0.1, weight_decay=0.5)
+    optimizer.apply_gradients([(np.zeros_like(v), v) for v in model.trainable_variables])  # no gradient
+    shrunk = {v.path.split("/")[-1]: (v.numpy(), b) for v, b in zip(model.trainable_variables, before)}
+    kernel, kernel_before = shrunk.pop("kernel")
+    assert np.allclose(kernel, kernel_before * (1 - 0.5 * 0.1))
+    assert sorted(shrunk) == ["beta", "bias", "gamma"]
+    assert all(np.array_equal(value, value_before) for value, value_before in shrunk.values())
 
 
 def test_mirrored_writers_are_new_writers_flipped_as_a_whole():

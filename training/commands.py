@@ -57,6 +57,9 @@ def parse_size(ctx, param, text):
 @click.option("--ema", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
               help="Keep and score the exponential moving average of the weights with this momentum "
                    "(e.g. 0.995: about the last 200 steps) instead of the last step's; 0: off.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Each step shrinks the kernels by this x the learning rate (decoupled, as AdamW; "
+                   "not biases or batch-norm parameters); 0: off.")
 @click.option("--input-size", callback=parse_size,
               help="Network input HxW, e.g. 32x32 [default: 96x192 for signatures, 48x48 for Omniglot; "
                    "64x128 and 105x105 with --arch koch].")

@@ -250,6 +250,16 @@ def training_data(data, input_size, stroke_variants=1, stroke_bend=0.0):
     return signature_data(data, input_size, stroke_variants, stroke_bend)
 
 
+def make_optimizer(learning_rate, weight_decay=0.0, ema=0.0):
+    """Adam. With `weight_decay`, each step also shrinks the kernels by weight_decay x the learning
+    rate (decoupled, as AdamW), not the biases or the batch-norm scales and offsets; with `ema`, it
+    keeps a moving average of the weights with that momentum (see averaged_weights)."""
+    optimizer = keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None, use_ema=bool(ema),
+                                      ema_momentum=ema or 0.99)  # the momentum is unused without ema
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
 class KeepBest(keras.callbacks.Callback):
     """Scores the tower on held-out data after each epoch; keeps the best tower.
 
@@ -315,7 +325,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
           head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True, width_multiplier=1.0,
-          dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0):
+          dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0, weight_decay=0.0):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -345,9 +355,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
-        optimizer = (keras.optimizers.Adam(schedule, use_ema=True, ema_momentum=ema) if ema
-                     else keras.optimizers.Adam(schedule))
-        trainer.compile(optimizer=optimizer)
+        trainer.compile(optimizer=make_optimizer(schedule, weight_decay, ema))
     batch_shape = (writers_per_batch, genuine_per_writer, forged_per_writer)
     dataset = training_dataset(train_images, train_set, batch_shape, seed, mirrors, geometry_scale,
                                ink_augmentation)
