@@ -409,3 +409,22 @@ def test_evaluate_writes_a_json_report_for_a_bundle(tiny_bundle, small_dataset, 
     assert result.returncode == 0, result.stderr[-2000:]
     written = json.loads(report.read_text())
     assert written["calibration"]["threshold"] == json.loads((tiny_bundle / "manifest.json").read_text())["calibration"]["threshold"]
+
+
+def test_train_init_from_starts_from_a_saved_towers_weights(small_dataset, env, tmp_path):
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    common = ["--data", str(small_dataset), "--layout", "generic", "--steps-per-epoch", "2",
+              "--writers-per-batch", "4", "--epochs", "1"]
+    first = cli("train", *common, "--out", str(tmp_path / "first"), "--seed", "3", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    saved = tmp_path / "first" / "tower.keras"
+    # another seed, and a learning rate of 0: whatever the tower ends with, it started with
+    tuned = cli("train", *common, "--out", str(tmp_path / "tuned"), "--seed", "4", "--learning-rate", "0",
+                "--init-from", str(saved), env=env)
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    kernel = lambda path: keras.models.load_model(path).get_layer("embedding_dense").get_weights()[0]
+    np.testing.assert_array_equal(kernel(tmp_path / "tuned" / "tower.keras"), kernel(saved))
+    other = cli("train", *common, "--out", str(tmp_path / "other"), "--width-multiplier", "0.5",
+                "--init-from", str(saved), env=env)
+    assert other.returncode == 2 and "not a tower of this architecture" in other.stderr

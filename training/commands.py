@@ -60,6 +60,9 @@ def parse_size(ctx, param, text):
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Each step shrinks the kernels by this x the learning rate (decoupled, as AdamW; "
                    "not biases or batch-norm parameters); 0: off.")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False),
+              help="Start from the weights of this saved tower.keras (same architecture and input size) "
+                   "instead of random ones: fine-tuning.")
 @click.option("--input-size", callback=parse_size,
               help="Network input HxW, e.g. 32x32 [default: 96x192 for signatures, 48x48 for Omniglot; "
                    "64x128 and 105x105 with --arch koch].")

@@ -260,6 +260,16 @@ def make_optimizer(learning_rate, weight_decay=0.0, ema=0.0):
     return optimizer
 
 
+def start_from(tower, path):
+    """Give `tower` the weights of the tower saved at `path`, which must have the same layers."""
+    saved = keras.models.load_model(path, compile=False)
+    shapes = lambda model: [tuple(w.shape) for w in model.weights]
+    if shapes(saved) != shapes(tower):
+        raise ValueError(f"{path} is not a tower of this architecture, width and input size: "
+                         f"its {len(saved.weights)} weights do not match the {len(tower.weights)} of the one to train")
+    tower.set_weights(saved.get_weights())
+
+
 class KeepBest(keras.callbacks.Callback):
     """Scores the tower on held-out data after each epoch; keeps the best tower.
 
@@ -325,13 +335,14 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
           head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True, width_multiplier=1.0,
-          dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0, weight_decay=0.0):
+          dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0, weight_decay=0.0, init_from=None):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
     With `ema` (a momentum, e.g. 0.995) the tower is scored and kept as the exponential moving
     average of its weights over the last steps (Polyak averaging), while training goes on from
-    the weights themselves. Writes to out_dir: tower.keras (best on validation), history.csv,
+    the weights themselves. With `init_from` (a saved tower.keras of the same architecture and
+    input size) training starts from its weights instead of random ones. Writes to out_dir: tower.keras (best on validation), history.csv,
     run.json.
     """
     distribution = make_strategy(strategy, cpu_replicas)  # first: devices are fixed once TF starts
@@ -351,6 +362,8 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
         tower_options = ({"head": head, "output_stride": output_stride, "width_multiplier": width_multiplier,
                           "dropout": dropout} if arch == "tower" else {})
         tower = ARCHITECTURES[arch](input_size=input_size, **tower_options)
+        if init_from:
+            start_from(tower, init_from)
         trainer = SiameseTrainer(tower, objective, margin, mining, writer_loss, writers)
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
