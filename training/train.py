@@ -262,11 +262,11 @@ def make_optimizer(learning_rate, weight_decay=0.0, ema=0.0):
 
 def start_from(tower, path):
     """Give `tower` the weights of the tower saved at `path`, which must have the same layers."""
-    saved = keras.models.load_model(path, compile=False)
+    saved = keras.saving.load_model(path, compile=False)
     shapes = lambda model: [tuple(w.shape) for w in model.weights]
     if shapes(saved) != shapes(tower):
         raise ValueError(f"{path} is not a tower of this architecture, width and input size: "
-                         f"its {len(saved.weights)} weights do not match the {len(tower.weights)} of the one to train")
+                         "the shapes of its weights differ from those of the tower to train")
     tower.set_weights(saved.get_weights())
 
 
@@ -342,8 +342,8 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
     With `ema` (a momentum, e.g. 0.995) the tower is scored and kept as the exponential moving
     average of its weights over the last steps (Polyak averaging), while training goes on from
     the weights themselves. With `init_from` (a saved tower.keras of the same architecture and
-    input size) training starts from its weights instead of random ones. Writes to out_dir: tower.keras (best on validation), history.csv,
-    run.json.
+    input size) training starts from its weights instead of random ones. Writes to out_dir:
+    tower.keras (best on validation), history.csv, run.json.
     """
     distribution = make_strategy(strategy, cpu_replicas)  # first: devices are fixed once TF starts
     started = time.time()
