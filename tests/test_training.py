@@ -434,13 +434,10 @@ def test_the_towers_kept_in_the_repository_fit_the_tower_their_run_trained():
     """training/towers/README.md's fine-tuning command must be able to start from each kept tower:
     a change to the tower's layers or the default input size that breaks this fails here."""
     pytest.importorskip("tensorflow")
-    from edge_verify.training.model import build_tower
-    from edge_verify.training.train import DEFAULT_INPUT_SIZES, start_from
+    from edge_verify.training.train import DEFAULT_INPUT_SIZES, make_tower, start_from
     kept = sorted((Path(__file__).parents[1] / "training" / "towers").glob("*.keras"))
     assert kept, "training/towers/ holds no tower"
     for path in kept:
         config = json.loads(path.with_suffix(".run.json").read_text())["config"]
-        tower = build_tower(input_size=DEFAULT_INPUT_SIZES["signatures", "tower"], head=config["head"],
-                            output_stride=config["output_stride"], width_multiplier=config["width_multiplier"],
-                            dropout=config["dropout"])
+        tower = make_tower(config, DEFAULT_INPUT_SIZES["signatures", config["arch"]])
         start_from(tower, path)

@@ -32,6 +32,7 @@ from edge_verify.training.omniglot import (euclidean_similarity, is_omniglot_fol
                                            omniglot_training_set, sample_runs, score_one_shot)
 
 DEFAULT_MARGINS = {"contrastive": 1.0, "triplet": 0.3, "cotuplet": 0.2}  # cotuplet: its epsilon
+TOWER_OPTIONS = ("head", "output_stride", "width_multiplier", "dropout")  # train()'s arguments for build_tower
 # (height, width) when --input-size is not given: signatures are wide, characters square.
 DEFAULT_INPUT_SIZES = {("signatures", "tower"): (96, 192), ("signatures", "koch"): (64, 128),
                        ("omniglot", "tower"): (48, 48), ("omniglot", "koch"): (105, 105)}
@@ -260,6 +261,12 @@ def make_optimizer(learning_rate, weight_decay=0.0, ema=0.0):
     return optimizer
 
 
+def make_tower(config, input_size):
+    """The untrained tower that a run's config (train()'s arguments, run.json's "config") describes."""
+    options = {name: config[name] for name in TOWER_OPTIONS} if config["arch"] == "tower" else {}
+    return ARCHITECTURES[config["arch"]](input_size=input_size, **options)
+
+
 def start_from(tower, path):
     """Give `tower` the weights of the tower saved at `path`, which must have the same layers."""
     saved = keras.saving.load_model(path, compile=False)
@@ -359,9 +366,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
 
     with distribution.scope():
         writers = len({(s.dataset, s.writer) for s in train_set}) * mirrors  # the ids writer_batches gives
-        tower_options = ({"head": head, "output_stride": output_stride, "width_multiplier": width_multiplier,
-                          "dropout": dropout} if arch == "tower" else {})
-        tower = ARCHITECTURES[arch](input_size=input_size, **tower_options)
+        tower = make_tower(config, input_size)
         if init_from:
             start_from(tower, init_from)
         trainer = SiameseTrainer(tower, objective, margin, mining, writer_loss, writers)
