@@ -355,19 +355,53 @@ def test_the_shipped_threshold_lets_at_most_2_percent_of_other_writers_pass():
 
 
 @pytest.mark.parametrize("head, output_stride, multiplier", [("pool", 32, 1.0), ("flatten", 32, 1.0),
-                                                             ("flatten", 16, 1.0), ("flatten", 32, 1.5)])
+                                                             ("flatten", 16, 1.0), ("flatten", 32, 1.5),
+                                                             ("multiscale", 32, 1.0)])
 def test_every_tower_gives_unit_embeddings_within_the_device_budget(head, output_stride, multiplier):
     pytest.importorskip("tensorflow")
     from edge_verify.training.model import build_tower
 
     tower = build_tower(input_size=(96, 192), head=head, output_stride=output_stride,
                         width_multiplier=multiplier)
-    embeddings = tower.predict(np.random.default_rng(0).random((2, 96, 192, 1), np.float32), verbose=0)
-    assert embeddings.shape == (2, 128) and np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    # in training mode: an untrained tower's batch-norm statistics shrink the multiscale head's
+    # product of three maps to about 1e-26, below what the normalisation can lift
+    images = np.random.default_rng(0).random((2, 96, 192, 1), np.float32)
+    embeddings = np.asarray(tower(images, training=True))
+    size = 7 * 64 if head == "multiscale" else 128  # multiscale: 7 parts of half the embedding size
+    assert embeddings.shape == (2, size) and np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     assert tower.count_params() < 3_000_000  # the budget for the shipped tower
-    last_map = tower.get_layer("block8_pw_relu").output.shape
-    assert last_map[1:3] == (96 // output_stride, 192 // output_stride)
-    assert last_map[3] == 512 * multiplier
+    if head != "multiscale":
+        last_map = tower.get_layer("block8_pw_relu").output.shape
+        assert last_map[1:3] == (96 // output_stride, 192 // output_stride)
+        assert last_map[3] == 512 * multiplier
+
+
+@pytest.mark.parametrize("input_size", [(64, 128), (96, 192), (160, 320)])
+def test_the_multiscale_head_pools_the_whole_map_three_columns_and_three_rows(input_size):
+    pytest.importorskip("tensorflow")
+    from edge_verify.training.model import build_tower
+
+    tower = build_tower(input_size=input_size, head="multiscale")
+    deep = tower.get_layer("block7_pw_relu").output.shape
+    assert deep[1:3] == (input_size[0] // 16, input_size[1] // 16)
+    assert [tower.get_layer(f"{name}_pool").output.shape[1:3] for name in ("global", "column", "row")] == [
+        (1, 1), (1, 3), (3, 1)]
+    with pytest.raises(ValueError, match="leave output_stride at 32"):
+        build_tower(input_size=input_size, head="multiscale", output_stride=16)
+
+
+def test_the_multiscale_tower_converts_to_int8_that_maps_entirely_to_the_edge_tpu(tmp_path):
+    pytest.importorskip("tensorflow")
+    from edge_verify.convert.convert import export_saved_model, tflite_model
+    from edge_verify.convert.edgetpu import compatibility_report
+    from edge_verify.training.model import build_tower
+
+    export_saved_model(build_tower(input_size=(64, 128), head="multiscale"), tmp_path / "saved_model")
+    ink = np.random.default_rng(0).random((8, 64, 128, 1), np.float32)
+    (tmp_path / "model.tflite").write_bytes(tflite_model(tmp_path / "saved_model", "int8", ink))
+    report = compatibility_report(tmp_path / "model.tflite")
+    assert report["compatible"] is True and report["unsupported"] == [] and report["rank_problems"] == []
+    assert {"MUL", "AVERAGE_POOL_2D", "CONCATENATION"} <= {o["name"] for o in report["operators"]}
 
 
 def test_a_wider_tower_has_more_parameters_and_width_one_is_the_shipped_tower():

@@ -43,8 +43,9 @@ def parse_size(ctx, param, text):
 @click.option("--arch", type=click.Choice(["tower", "koch"]), default="tower", show_default=True,
               help="tower: the compact device network; koch: the Koch et al. baseline.")
 @click.option("--head", type=click.Choice(HEADS), default="pool", show_default=True,
-              help="How the tower's last feature map becomes the embedding: global average pooling, or "
-                   "narrowed and flattened (keeps where the features are).")
+              help="How the tower's last feature map becomes the embedding: global average pooling; "
+                   "narrowed and flattened (keeps where the features are); or multiscale (MS-SigNet's: the "
+                   "1/16 map times shallower ones, pooled whole and over 3 column and 3 row strips).")
 @click.option("--output-stride", type=click.Choice([str(stride) for stride in OUTPUT_STRIDES]), default="32",
               show_default=True, callback=lambda ctx, param, value: int(value),
               help="How many input pixels a side one cell of the tower's last map covers (16: a finer grid "

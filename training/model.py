@@ -32,6 +32,7 @@ def separable_block(x, filters, strides, name):
 
 
 FLATTEN_CHANNELS = 128  # the last map is narrowed to this many channels before it is flattened
+MULTISCALE_CHANNELS = 256  # channels of the fused map the multiscale head pools
 
 
 def widened(filters, multiplier):
@@ -55,6 +56,12 @@ def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropo
     width_multiplier multiplies the filters of the stem and of every block (1.5: about twice the
     parameters and multiply-adds of the blocks).
 
+    head "multiscale" (after MS-SigNet, Huang & Lu 2023): the map at 1/16 (the last block is not
+    used), in two branches, each multiplied by shallower features (blocks 3 and 5, brought to
+    1/16) so that fine stroke detail reaches the embedding; one branch average-pooled whole,
+    the other over 3 overlapping column strips and 3 overlapping row strips; each of the 7
+    pooled vectors goes through one shared Dense layer, and the 7 parts are concatenated.
+
     dropout is the rate at which training drops the features that feed the embedding layer
     (the device never drops any).
     """
@@ -62,12 +69,20 @@ def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropo
         raise ValueError(f"head is one of {HEADS}, not {head!r}")
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride is one of {OUTPUT_STRIDES}, not {output_stride!r}")
+    if head == "multiscale" and output_stride != 32:
+        raise ValueError("the multiscale head sets its own grid (1/16): leave output_stride at 32")
     blocks = TOWER_BLOCKS if output_stride == 32 else TOWER_BLOCKS[:-1] + [(TOWER_BLOCKS[-1][0], 1)]
+    if head == "multiscale":
+        blocks = TOWER_BLOCKS[:-1]
     height, width = input_size
     image = keras.Input((height, width, 1), name="signature")
     x = conv_bn_relu(image, widened(stem_filters, width_multiplier), strides=2, name="stem")
+    maps = []
     for i, (filters, strides) in enumerate(blocks):
         x = separable_block(x, widened(filters, width_multiplier), strides, name=f"block{i + 1}")
+        maps.append(x)
+    if head == "multiscale":
+        return multiscale_head(image, maps, embedding_size, dropout)
     if head == "flatten":
         x = conv_bn_relu(x, FLATTEN_CHANNELS, kernel_size=1, name="narrow")
         x = layers.Flatten(name="flatten")(x)
@@ -75,6 +90,36 @@ def build_tower(input_size=(96, 192), embedding_size=128, stem_filters=32, dropo
         x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(embedding_size, name="embedding_dense")(x)
+    embedding = layers.UnitNormalization(name="embedding")(x)
+    return keras.Model(image, embedding, name="tower")
+
+
+def multiscale_head(image, maps, embedding_size, dropout):
+    """The multiscale head of build_tower: `maps` are the outputs of blocks 1-7 (1/16 at the end)."""
+    channels = MULTISCALE_CHANNELS
+    deep = maps[-1]
+    # shallow features at 1/4 (block 3) and 1/8 (block 5), brought to the deep map's 1/16 grid
+    # Each factor of the products is batch-normalised after its ReLU6, as in MS-SigNet, so that it
+    # is seldom exactly 0 (a product of three ReLU outputs would pass gradients at few places).
+    factor = lambda x, name: layers.BatchNormalization(momentum=0.9, name=f"{name}_factor_bn")(
+        separable_block(x, channels, strides=2 if name.startswith("shallow") else 1, name=name))
+    shallow_a = factor(layers.AveragePooling2D(2, name="shallow_a_pool")(maps[2]), "shallow_a")
+    shallow_b = factor(maps[4], "shallow_b")
+    fused = [layers.Multiply(name=f"{branch}_fused")([factor(deep, f"{branch}_branch"), shallow_a, shallow_b])
+             for branch in ("global", "regional")]
+    rows, cols = deep.shape[1], deep.shape[2]
+    pools = {"global": (fused[0], (rows, cols), (rows, cols)),  # the whole map
+             "column": (fused[1], (rows, cols // 2), (rows, (cols - cols // 2) // 2)),  # 3 strips, half as wide
+             "row": (fused[1], (rows - 2, cols), (1, cols))}  # 3 strips, 2 rows less high than the map
+    parts = [layers.Reshape((1, -1, channels), name=f"{name}_parts")(
+                 layers.AveragePooling2D(size, strides=strides, name=f"{name}_pool")(x))
+             for name, (x, size, strides) in pools.items()]
+    x = layers.Concatenate(axis=2, name="parts")(parts)  # (1, 7, channels)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    # one Dense layer shared by the 7 parts, as a 1x1 convolution (the Edge TPU's fully connected
+    # layers give one-dimensional outputs only)
+    x = layers.Conv2D(embedding_size // 2, 1, name="embedding_dense")(x)
+    x = layers.Flatten(name="flatten")(x)
     embedding = layers.UnitNormalization(name="embedding")(x)
     return keras.Model(image, embedding, name="tower")
 
