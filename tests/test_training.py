@@ -111,13 +111,14 @@ def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env,
     out = tmp_path / "run"
     args = ["train", "--data", str(small_dataset), "--layout", "generic", "--out", str(out),
             "--steps-per-epoch", "2", "--writers-per-batch", "4", "--seed", "3", "--writer-loss", "0.2",
-            "--dropout", "0.5", "--ema", "0.9", "--weight-decay", "0.01"]
+            "--dropout", "0.5", "--ema", "0.9", "--weight-decay", "0.01", "--pooled-loss", "0.5"]
     result = cli(*args, "--epochs", "1", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "tower.keras").exists() and (out / "history.csv").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["best"]["epoch"] == 1 and run["parameters"] < 1_000_000
-    assert (run["config"]["dropout"], run["config"]["ema"], run["config"]["weight_decay"]) == (0.5, 0.9, 0.01)
+    assert (run["config"]["dropout"], run["config"]["ema"], run["config"]["weight_decay"],
+            run["config"]["pooled_loss"]) == (0.5, 0.9, 0.01, 0.5)
     assert keras.models.load_model(out / "tower.keras").get_layer("dropout").rate == 0.5
     again = cli(*args, "--epochs", "1", env=env)
     assert again.returncode != 0 and "--resume" in again.stderr
@@ -200,6 +201,30 @@ def test_cotuplet_loss_pushes_the_writers_forgeries_not_other_writers():
     assert float(cotuplet_loss(apart, writers, genuine)) < 0.05
     assert float(cotuplet_loss(forgery_on_writer, writers, genuine)) > 0.6
     assert float(cotuplet_loss(writers_together, writers, genuine)) < 0.05
+
+
+def test_pooled_ranking_loss_holds_every_writer_to_one_distance_scale():
+    """Each writer's forgery is farther than that writer's genuine pair, so the co-tuplet loss is
+    content; but writer 0's genuine pair is farther apart than writer 1's forgery is from writer 1:
+    no one threshold serves both, and the pooled term says so."""
+    tf = pytest.importorskip("tensorflow")
+    from edge_verify.training.losses import cotuplet_loss, pooled_ranking_loss
+
+    writers = tf.constant([0, 0, 0, 1, 1, 1])
+    genuine = tf.constant([1, 1, 0, 1, 1, 0])
+    unit = lambda degrees: [np.cos(np.radians(degrees)), np.sin(np.radians(degrees)), 0.0]
+    # writer 0: genuine 60 degrees apart, its forgery 120 degrees away; writer 1: genuine identical,
+    # its forgery 30 degrees away
+    one_scale_each = tf.constant(np.array([unit(0), unit(60), unit(180), [0, 0, 1], [0, 0, 1],
+                                           [0, np.sin(np.radians(30)), np.cos(np.radians(30))]], np.float32))
+    # the same, but writer 0's genuine pair as tight as writer 1's
+    one_scale = tf.constant(np.array([unit(0), unit(0), unit(180), [0, 0, 1], [0, 0, 1],
+                                      [0, np.sin(np.radians(30)), np.cos(np.radians(30))]], np.float32))
+    assert float(cotuplet_loss(one_scale_each, writers, genuine)) < 0.2
+    assert float(pooled_ranking_loss(one_scale_each, writers, genuine)) > 0.1
+    assert float(pooled_ranking_loss(one_scale, writers, genuine)) < 0.01
+    no_forgeries = tf.constant([1, 1, 1, 1, 1, 1])  # Omniglot's batches, say: nothing to order, not NaN
+    assert float(pooled_ranking_loss(one_scale_each, writers, no_forgeries)) == 0.0
 
 
 def test_mirrored_strategy_trains_on_two_logical_cpus(small_dataset, env, tmp_path):

@@ -80,6 +80,10 @@ def parse_size(ctx, param, text):
 @click.option("--writer-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of an extra writer-classification term (cosine softmax over the training "
                    "writers' genuine signatures); 0: the pair objective alone.")
+@click.option("--pooled-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of an extra term that orders every genuine pair of a batch before every skilled-forgery "
+                   "pair of it, across writers (one distance scale for all writers, as one threshold needs); "
+                   "0: off.")
 @click.option("--stroke-variants", default=1, show_default=True, type=click.IntRange(1, 16),
               help="Draw each training pen-stroke file this many ways (pen width, pressure response, "
                    "ink, paper); 1: only as the device's pad renderer draws it.")

@@ -100,6 +100,25 @@ def cotuplet_loss(embeddings, writers, genuine, epsilon=0.2):
     return masked_mean(tf.math.log1p(total), has_tuplet)
 
 
+def pooled_ranking_loss(embeddings, writers, genuine, sharpness=10.0):
+    """Every genuine pair of the batch against every skilled-forgery pair of the batch, whoever
+    the writers: the mean of softplus(sharpness x (d+ - d-)) / sharpness on squared distances.
+
+    The per-anchor objectives (co-tuplet, triplet) only order each writer's own pairs; the device
+    holds every writer to one threshold, and the evaluation pools all writers' scores. This term
+    asks that one writer's genuine pairs also sit closer than another writer's forgery pairs:
+    one distance scale for all writers. 0 for a batch without skilled forgeries.
+    """
+    positive, negative = pair_masks(writers, genuine)
+    skilled = negative & tf.equal(writers[:, None], writers[None, :])
+    distance = pairwise_squared_distances(embeddings)
+    positives = tf.boolean_mask(distance, positive)
+    negatives = tf.boolean_mask(distance, skilled)
+    margins = positives[:, None] - negatives[None, :]
+    return tf.math.divide_no_nan(tf.reduce_sum(tf.math.softplus(sharpness * margins)),
+                                 sharpness * tf.cast(tf.size(margins), tf.float32))
+
+
 def koch_loss(embeddings, writers, genuine, head):
     """Koch, Zemel & Salakhutdinov (2015): |a - b| -> Dense -> sigmoid, binary cross-entropy.
 

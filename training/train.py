@@ -41,7 +41,8 @@ DEFAULT_INPUT_SIZES = {("signatures", "tower"): (96, 192), ("signatures", "koch"
 class SiameseTrainer(keras.Model):
     """Trains a tower with a pairwise objective; `call` is the tower itself."""
 
-    def __init__(self, tower, objective="triplet", margin=None, mining="hard", writer_loss=0.0, writers=0):
+    def __init__(self, tower, objective="triplet", margin=None, mining="hard", writer_loss=0.0, writers=0,
+                 pooled_loss=0.0):
         super().__init__()
         self.tower = tower
         self.objective = objective
@@ -49,6 +50,10 @@ class SiameseTrainer(keras.Model):
         self.mining = mining
         self.head = build_koch_head(tower.output_shape[-1]) if objective == "koch" else None
         self.writer_loss = writer_loss
+        self.pooled_loss = pooled_loss
+        if pooled_loss and objective == "koch":
+            raise ValueError("--pooled-loss needs distances between embeddings: use it with contrastive, "
+                             "triplet or cotuplet")
         if writer_loss:  # one centre per training writer, for losses.writer_softmax_loss
             if objective == "koch":
                 raise ValueError("--writer-loss needs unit embeddings: use it with contrastive or triplet")
@@ -71,6 +76,8 @@ class SiameseTrainer(keras.Model):
         loss = self.pair_loss(embeddings, writers, genuine)
         if self.writer_loss:
             loss += self.writer_loss * losses.writer_softmax_loss(embeddings, writers, genuine, self.writer_centres)
+        if self.pooled_loss:
+            loss += self.pooled_loss * losses.pooled_ranking_loss(embeddings, writers, genuine)
         return loss
 
     def train_step(self, data):
@@ -342,7 +349,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
           head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True, width_multiplier=1.0,
-          dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0, weight_decay=0.0, init_from=None):
+          dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0, weight_decay=0.0, init_from=None, pooled_loss=0.0):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -369,7 +376,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
         tower = make_tower(config, input_size)
         if init_from:
             start_from(tower, init_from)
-        trainer = SiameseTrainer(tower, objective, margin, mining, writer_loss, writers)
+        trainer = SiameseTrainer(tower, objective, margin, mining, writer_loss, writers, pooled_loss)
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
