@@ -21,6 +21,11 @@ def pair_masks(writers, genuine):
     return positive, negative
 
 
+def skilled_pairs(writers, negative):
+    """The negative pairs within one writer: a genuine signature and a skilled forgery of it."""
+    return negative & tf.equal(writers[:, None], writers[None, :])
+
+
 def pairwise_squared_distances(embeddings):
     """Squared Euclidean distances between every two embeddings of a batch."""
     return tf.reduce_sum(tf.square(embeddings[:, None, :] - embeddings[None, :, :]), axis=-1)
@@ -43,7 +48,7 @@ def contrastive_loss(embeddings, writers, genuine, margin=1.0):
     writers' signatures outnumber a writer's forgeries many times, and would drown them.
     """
     positive, negative = pair_masks(writers, genuine)
-    skilled = negative & tf.equal(writers[:, None], writers[None, :])
+    skilled = skilled_pairs(writers, negative)
     random = negative & tf.logical_not(skilled)
     distance = pairwise_distances(embeddings)
     pull = masked_mean(tf.square(distance), positive)
@@ -86,7 +91,7 @@ def cotuplet_loss(embeddings, writers, genuine, epsilon=0.2):
     exp(d+ - d_n); the anchor's loss is log(1 + the sum).
     """
     positive, negative = pair_masks(writers, genuine)
-    skilled = negative & tf.equal(writers[:, None], writers[None, :])
+    skilled = skilled_pairs(writers, negative)
     negative = tf.where(tf.reduce_any(skilled, axis=1, keepdims=True), skilled, negative)
     distance = pairwise_squared_distances(embeddings)
     farthest_positive = tf.reduce_max(tf.where(positive, distance, 0.0), axis=1, keepdims=True)
@@ -110,7 +115,7 @@ def pooled_ranking_loss(embeddings, writers, genuine, sharpness=10.0):
     one distance scale for all writers. 0 for a batch without skilled forgeries.
     """
     positive, negative = pair_masks(writers, genuine)
-    skilled = negative & tf.equal(writers[:, None], writers[None, :])
+    skilled = skilled_pairs(writers, negative)
     distance = pairwise_squared_distances(embeddings)
     positives = tf.boolean_mask(distance, positive)
     negatives = tf.boolean_mask(distance, skilled)
