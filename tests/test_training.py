@@ -227,6 +227,19 @@ def test_pooled_ranking_loss_holds_every_writer_to_one_distance_scale():
     assert float(pooled_ranking_loss(one_scale_each, writers, no_forgeries)) == 0.0
 
 
+def test_the_koch_objective_refuses_the_terms_that_need_unit_embeddings_and_names_the_others():
+    pytest.importorskip("tensorflow")
+    from edge_verify.training.model import build_tower
+    from edge_verify.training.train import SiameseTrainer
+
+    tower = build_tower(input_size=(32, 64))
+    terms = {"--writer-loss": {"writer_loss": 0.2, "writers": 3}, "--pooled-loss": {"pooled_loss": 1.0}}
+    for option, weights in terms.items():
+        with pytest.raises(ValueError, match=f"{option} needs unit embeddings: use it with triplet, "
+                                             "contrastive, cotuplet, not koch"):
+            SiameseTrainer(tower, "koch", **weights)
+
+
 def test_mirrored_strategy_trains_on_two_logical_cpus(small_dataset, env, tmp_path):
     pytest.importorskip("tensorflow")
     out = tmp_path / "mirrored"

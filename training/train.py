@@ -24,7 +24,7 @@ from edge_verify.edge.preprocess import PREPROCESS_VERSION
 from edge_verify.training import losses
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.augment import augment
-from edge_verify.training.choices import DEFAULT_DROPOUT
+from edge_verify.training.choices import DEFAULT_DROPOUT, OBJECTIVES
 from edge_verify.training.datasets import STROKE_SUFFIXES, read_signatures, select_split
 from edge_verify.training.evaluate import koch_evaluate_embeddings, pool_eer
 from edge_verify.training.model import ARCHITECTURES, build_koch_head
@@ -51,12 +51,11 @@ class SiameseTrainer(keras.Model):
         self.head = build_koch_head(tower.output_shape[-1]) if objective == "koch" else None
         self.writer_loss = writer_loss
         self.pooled_loss = pooled_loss
-        if pooled_loss and objective == "koch":
-            raise ValueError("--pooled-loss needs distances between embeddings: use it with contrastive, "
-                             "triplet or cotuplet")
+        if objective == "koch" and (writer_loss or pooled_loss):
+            option = "--writer-loss" if writer_loss else "--pooled-loss"
+            others = ", ".join(name for name in OBJECTIVES if name != "koch")
+            raise ValueError(f"{option} needs unit embeddings: use it with {others}, not koch")
         if writer_loss:  # one centre per training writer, for losses.writer_softmax_loss
-            if objective == "koch":
-                raise ValueError("--writer-loss needs unit embeddings: use it with contrastive or triplet")
             self.writer_centres = self.add_weight(shape=(tower.output_shape[-1], writers), name="writer_centres")
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
