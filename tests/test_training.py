@@ -215,11 +215,11 @@ def test_pooled_ranking_loss_holds_every_writer_to_one_distance_scale():
     unit = lambda degrees: [np.cos(np.radians(degrees)), np.sin(np.radians(degrees)), 0.0]
     # writer 0: genuine 60 degrees apart, its forgery 120 degrees away; writer 1: genuine identical,
     # its forgery 30 degrees away
-    one_scale_each = tf.constant(np.array([unit(0), unit(60), unit(180), [0, 0, 1], [0, 0, 1],
-                                           [0, np.sin(np.radians(30)), np.cos(np.radians(30))]], np.float32))
-    # the same, but writer 0's genuine pair as tight as writer 1's
-    one_scale = tf.constant(np.array([unit(0), unit(0), unit(180), [0, 0, 1], [0, 0, 1],
-                                      [0, np.sin(np.radians(30)), np.cos(np.radians(30))]], np.float32))
+    scales_apart = np.array([unit(0), unit(60), unit(180), [0, 0, 1], [0, 0, 1],
+                             [0, np.sin(np.radians(30)), np.cos(np.radians(30))]], np.float32)
+    same_scale = scales_apart.copy()
+    same_scale[1] = unit(0)  # writer 0's genuine pair as tight as writer 1's
+    one_scale_each, one_scale = tf.constant(scales_apart), tf.constant(same_scale)
     assert float(cotuplet_loss(one_scale_each, writers, genuine)) < 0.2
     assert float(pooled_ranking_loss(one_scale_each, writers, genuine)) > 0.1
     assert float(pooled_ranking_loss(one_scale, writers, genuine)) < 0.01
