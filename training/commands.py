@@ -181,11 +181,11 @@ def evaluate(model, roots, layout, split, refs, no_floor, other_model, report_pa
 
 
 def pool_text(pool, floor_pool):
-    """The pool line: the mean over datasets of each one's mean EER over R, with intervals."""
+    """The pool line: the weighted mean over datasets of each one's mean EER over R, with intervals."""
     from edge_verify.training.evaluate import pool_bootstrap, pool_figure
 
     low, high = pool_bootstrap(pool)
-    text = f"pool of {len(pool)} datasets (mean over datasets of the mean EER over R): " \
+    text = f"pool of {len(pool)} datasets (mean EER over R; datasets weighted by the square root of their people): " \
            f"{100 * pool_figure(pool):.2f} % [{100 * low:.1f}, {100 * high:.1f}]"
     if floor_pool:
         low, high = pool_bootstrap(floor_pool)

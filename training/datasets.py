@@ -396,6 +396,23 @@ def _writer_key(writer: str):
     return (0, int(writer), writer) if writer.isdigit() else (1, 0, writer)
 
 
+def person_of(writer: str) -> str:
+    """The person behind a writer key: a Cross-media "writer" is one person writing one name
+    ("e007-03" is person e007); in every other set a writer is a person."""
+    return writer.split("-")[0]
+
+
+def dataset_weights(keys) -> dict[str, float]:
+    """How much each dataset counts, from its (dataset, writer) keys: the square root of its
+    number of people, so that neither a big set drowns the small ones nor a set of two people
+    counts as much as one of a hundred. Training batches draw by it (train.writer_weights) and
+    the validation pool averages by it (evaluate.pool_figure)."""
+    people = defaultdict(set)
+    for dataset, writer in keys:
+        people[dataset].add(person_of(writer))
+    return {dataset: len(names) ** 0.5 for dataset, names in people.items()}
+
+
 def writer_split(dataset: str, writer: str, all_writers=None) -> str:
     """"train", "val" or "test" for `writer` of `dataset`.
 

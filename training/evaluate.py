@@ -12,6 +12,7 @@ import numpy as np
 
 from edge_verify.edge import scoring
 from edge_verify.edge.bundle import UNCALIBRATED
+from edge_verify.training.datasets import dataset_weights, person_of
 
 
 def writers_of(signatures):
@@ -151,11 +152,13 @@ def dataset_figure(scores_by_refs):
     return float(np.mean(eers)) if eers else None
 
 
-def pool_figure(scores_by):
+def pool_figure(scores_by, weights=None):
     """The validation pool's figure for choosing between models, from {dataset: {R: protocol_scores}}:
-    the mean over datasets of dataset_figure, each dataset weighing the same."""
-    figures = [f for f in map(dataset_figure, scores_by.values()) if f is not None]
-    return float(np.mean(figures))
+    the mean over datasets of dataset_figure, each dataset weighing the square root of its
+    people (datasets.dataset_weights), or as `weights` says."""
+    weights = weights or dataset_weights(key for by_refs in scores_by.values() for s in by_refs.values() for key in s)
+    figures = {d: f for d, f in ((d, dataset_figure(b)) for d, b in scores_by.items()) if f is not None}
+    return float(sum(weights[d] * f for d, f in figures.items()) / sum(weights[d] for d in figures))
 
 
 def pool_eer(signatures, embeddings, refs_list=POOL_REFS):
@@ -172,20 +175,26 @@ def pool_eer(signatures, embeddings, refs_list=POOL_REFS):
 
 
 def pool_bootstrap(scores_by, other_by=None, reps=500, level=0.95, seed=0):
-    """Writer-level bootstrap interval of pool_figure (each dataset's writers drawn with
-    replacement); with `other_by`, of pool_figure(scores_by) - pool_figure(other_by) on the same
+    """Person-level bootstrap interval of pool_figure (each dataset's people drawn with
+    replacement, each with all of their writer keys; the datasets keep the whole pool's
+    weights); with `other_by`, of pool_figure(scores_by) - pool_figure(other_by) on the same
     draws: the difference between two models this pool can resolve."""
     rng = np.random.default_rng(seed)
+    keys_of = {d: sorted({k for s in by_refs.values() for k in s}) for d, by_refs in scores_by.items()}
+    weights = dataset_weights(k for keys in keys_of.values() for k in keys)
     values = []
     for _ in range(reps):
         draw = {}
-        for dataset, by_refs in scores_by.items():
-            keys = sorted({k for s in by_refs.values() for k in s})
-            draw[dataset] = [keys[i] for i in rng.integers(0, len(keys), len(keys))]
+        for dataset, keys in keys_of.items():
+            people = defaultdict(list)
+            for key in keys:
+                people[person_of(key[1])].append(key)
+            names = sorted(people)
+            draw[dataset] = [key for i in rng.integers(0, len(names), len(names)) for key in people[names[i]]]
         resample = lambda by: {d: {r: {i: s[k] for i, k in enumerate(draw[d]) if k in s} for r, s in by_refs.items()}
                                for d, by_refs in by.items()}
-        value = pool_figure(resample(scores_by))
-        values.append(value - pool_figure(resample(other_by)) if other_by else value)
+        value = pool_figure(resample(scores_by), weights)
+        values.append(value - pool_figure(resample(other_by), weights) if other_by else value)
     tail = 100 * (1 - level) / 2
     return [float(v) for v in np.percentile(values, [tail, 100 - tail])]
 

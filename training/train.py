@@ -11,7 +11,7 @@ one-shot runs drawn from held-out background characters.
 """
 import json
 import time
-from collections import defaultdict
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +25,7 @@ from edge_verify.training import losses
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.augment import augment
 from edge_verify.training.choices import DEFAULT_DROPOUT, OBJECTIVES
-from edge_verify.training.datasets import STROKE_SUFFIXES, read_signatures, select_split
+from edge_verify.training.datasets import STROKE_SUFFIXES, dataset_weights, read_signatures, select_split
 from edge_verify.training.evaluate import koch_evaluate_embeddings, pool_eer
 from edge_verify.training.model import ARCHITECTURES, build_koch_head
 from edge_verify.training.omniglot import (euclidean_similarity, is_omniglot_folder,
@@ -157,15 +157,11 @@ def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per
 
 
 def writer_weights(keys):
-    """How often each (dataset, writer) is drawn into a batch: a dataset's share grows with the
-    square root of its number of people, so that neither the big sets drown the small ones nor
-    the few writers of a small set are seen over and over. (Cross-media "writers" are a person
-    writing one name: people are counted by the part before "-".)"""
-    keys_of, people_of = defaultdict(int), defaultdict(set)
-    for dataset, writer in keys:
-        keys_of[dataset] += 1
-        people_of[dataset].add(writer.split("-")[0])
-    return {(d, w): np.sqrt(len(people_of[d])) / keys_of[d] for d, w in keys}
+    """How often each (dataset, writer) is drawn into a batch: each dataset's share is its
+    weight (datasets.dataset_weights, the square root of its people), split evenly between its
+    writers, so that the few writers of a small set are not seen over and over."""
+    weights, keys_of = dataset_weights(keys), Counter(dataset for dataset, _ in keys)
+    return {(d, w): weights[d] / keys_of[d] for d, w in keys}
 
 
 def with_stroke_variants(signatures, variants, bend=0.0):
