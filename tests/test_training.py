@@ -357,6 +357,19 @@ def test_pool_bootstrap_draws_people_not_their_writer_keys():
     assert low < 0.1 and high > 0.4
 
 
+def test_a_fraction_of_the_people_keeps_each_person_whole_in_every_dataset():
+    from edge_verify.training.datasets import person_of, some_people
+
+    names = [Signature("x", f"e{p:03d}-{n:02d}", True, 1, Path(f"{p}_{n}")) for p in range(10) for n in range(10)]
+    small = [Signature("y", str(w), genuine, 1, Path(f"y{w}{genuine}")) for w in range(3) for genuine in (True, False)]
+    half = some_people(names + small, 0.5, seed=1)
+    people = {(s.dataset, person_of(s.writer)) for s in half}
+    assert len([p for p in people if p[0] == "x"]) == 5 and len([s for s in half if s.dataset == "x"]) == 50
+    assert len([p for p in people if p[0] == "y"]) == 2  # round(1.5), each with genuine and forged
+    assert some_people(names + small, 1.0) == names + small
+    assert some_people(names, 0.5, seed=2) != some_people(names, 0.5, seed=1)
+
+
 def test_batches_draw_big_and_small_datasets_by_the_square_root_of_their_people():
     pytest.importorskip("tensorflow")  # training.train imports Keras
     from edge_verify.training.train import writer_weights

@@ -84,6 +84,9 @@ def parse_size(ctx, param, text):
               help="Weight of an extra term that orders every genuine pair of a batch before every skilled-forgery "
                    "pair of it, across writers (one distance scale for all writers, as one threshold needs); "
                    "0: off.")
+@click.option("--people-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Train on this fraction of each dataset's training people (at least one), drawn by --seed: "
+                   "a learning curve over the number of writers.")
 @click.option("--stroke-variants", default=1, show_default=True, type=click.IntRange(1, 16),
               help="Draw each training pen-stroke file this many ways (pen width, pressure response, "
                    "ink, paper); 1: only as the device's pad renderer draws it.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import random
 import re
 import sys
 from collections import defaultdict
@@ -459,6 +460,20 @@ def select_split(signatures, split: str) -> list[Signature]:
     for s in signatures:
         writers[s.dataset].add(s.writer)
     return [s for s in signatures if writer_split(s.dataset, s.writer, writers[s.dataset]) == split]
+
+
+def some_people(signatures, fraction: float, seed: int = 0) -> list[Signature]:
+    """The signatures of `fraction` of each dataset's people (at least one), drawn at random by
+    `seed`; a person keeps all their writer keys (every name of a Cross-media person)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction} is not in (0, 1]")
+    people = defaultdict(set)
+    for s in signatures:
+        people[s.dataset].add(person_of(s.writer))
+    rng = random.Random(seed)
+    kept = {(dataset, person) for dataset, names in people.items()
+            for person in rng.sample(sorted(names), max(1, round(fraction * len(names))))}
+    return [s for s in signatures if (s.dataset, person_of(s.writer)) in kept]
 
 
 # ---------------------------------------------------------------- command line

@@ -25,7 +25,8 @@ from edge_verify.training import losses
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.augment import augment
 from edge_verify.training.choices import DEFAULT_DROPOUT, OBJECTIVES
-from edge_verify.training.datasets import STROKE_SUFFIXES, dataset_weights, read_signatures, select_split
+from edge_verify.training.datasets import (STROKE_SUFFIXES, dataset_weights, read_signatures, select_split,
+                                          some_people)
 from edge_verify.training.evaluate import koch_evaluate_embeddings, pool_eer
 from edge_verify.training.model import ARCHITECTURES, build_koch_head
 from edge_verify.training.omniglot import (euclidean_similarity, is_omniglot_folder,
@@ -202,11 +203,13 @@ def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geomet
     return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
-def signature_data(data, input_size, stroke_variants=1, stroke_bend=0.0):
-    """The training writers' images and records, and the validation: val_eer, the mean EER of
-    the validation pool (evaluate.pool_eer: each dataset's validation writers, R = 1 and 5)."""
+def signature_data(data, input_size, stroke_variants=1, stroke_bend=0.0, people_fraction=1.0, seed=0):
+    """The training writers' images and records (of `people_fraction` of each dataset's training
+    people), and the validation: val_eer, the figure of the validation pool (evaluate.pool_eer:
+    each dataset's validation writers, R = 1 and 5)."""
     signatures = [s for root, layout in data for s in read_signatures(root, layout)]
-    train_set = with_stroke_variants(select_split(signatures, "train"), stroke_variants, stroke_bend)
+    train_set = some_people(select_split(signatures, "train"), people_fraction, seed)
+    train_set = with_stroke_variants(train_set, stroke_variants, stroke_bend)
     val_set = select_split(signatures, "val")
     print(f"training writers: {len({(s.dataset, s.writer) for s in train_set})}, "
           f"images: {len(train_set)}; validation images: {len(val_set)}")
@@ -243,14 +246,16 @@ def omniglot_data(folder, input_size):
     return train_images, train_set, "val_one_shot_error", val_one_shot_error
 
 
-def training_data(data, input_size, stroke_variants=1, stroke_bend=0.0):
+def training_data(data, input_size, stroke_variants=1, stroke_bend=0.0, people_fraction=1.0, seed=0):
     """(uint8 training images, their records, validation metric name, tower -> metric) of `data`."""
     omniglot = [root for root, _ in data if is_omniglot_folder(root)]
     if omniglot and len(data) > 1:
         raise ValueError(f"{omniglot[0]} is Omniglot: train on it alone, not with other --data")
+    if omniglot and people_fraction < 1:
+        raise ValueError("a fraction of the training people is for signature datasets, not Omniglot")
     if omniglot:
         return omniglot_data(omniglot[0], input_size)
-    return signature_data(data, input_size, stroke_variants, stroke_bend)
+    return signature_data(data, input_size, stroke_variants, stroke_bend, people_fraction, seed)
 
 
 def make_optimizer(learning_rate, weight_decay=0.0, ema=0.0):
@@ -344,7 +349,8 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
           head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True, width_multiplier=1.0,
-          dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0, weight_decay=0.0, init_from=None, pooled_loss=0.0):
+          dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0, weight_decay=0.0, init_from=None, pooled_loss=0.0,
+          people_fraction=1.0):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -364,7 +370,8 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
     keras.utils.set_random_seed(seed)
     kind = "omniglot" if any(is_omniglot_folder(root) for root, _ in data) else "signatures"
     input_size = tuple(input_size or DEFAULT_INPUT_SIZES[kind, arch])
-    train_images, train_set, metric, score = training_data(data, input_size, stroke_variants, stroke_bend)
+    train_images, train_set, metric, score = training_data(data, input_size, stroke_variants, stroke_bend,
+                                                           people_fraction, seed)
 
     with distribution.scope():
         writers = len({(s.dataset, s.writer) for s in train_set}) * mirrors  # the ids writer_batches gives
