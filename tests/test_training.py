@@ -368,6 +368,7 @@ def test_a_fraction_of_the_people_keeps_each_person_whole_in_every_dataset():
     assert len([p for p in people if p[0] == "y"]) == 2  # round(1.5), each with genuine and forged
     assert some_people(names + small, 1.0) == names + small
     assert some_people(names, 0.5, seed=2) != some_people(names, 0.5, seed=1)
+    assert person_of("e007-03") == "e007" and person_of("jean-luc") == "jean-luc"  # only Cross-media keys split
 
 
 def test_batches_draw_big_and_small_datasets_by_the_square_root_of_their_people():

@@ -397,10 +397,14 @@ def _writer_key(writer: str):
     return (0, int(writer), writer) if writer.isdigit() else (1, 0, writer)
 
 
+CROSSMEDIA_KEY = re.compile(r"([a-z]\d{3})-(\d{2})")  # a Cross-media writer key: person, name index
+
+
 def person_of(writer: str) -> str:
     """The person behind a writer key: a Cross-media "writer" is one person writing one name
-    ("e007-03" is person e007); in every other set a writer is a person."""
-    return writer.split("-")[0]
+    ("e007-03" is person e007); any other writer is a person."""
+    key = CROSSMEDIA_KEY.fullmatch(writer)
+    return key.group(1) if key else writer
 
 
 def dataset_weights(keys) -> dict[str, float]:
