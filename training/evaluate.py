@@ -156,7 +156,8 @@ def pool_figure(scores_by, weights=None):
     """The validation pool's figure for choosing between models, from {dataset: {R: protocol_scores}}:
     the mean over datasets of dataset_figure, each dataset weighing the square root of its
     people (datasets.dataset_weights), or as `weights` says."""
-    weights = weights or dataset_weights(key for by_refs in scores_by.values() for s in by_refs.values() for key in s)
+    weights = weights or dataset_weights({(d, key[1]) for d, by_refs in scores_by.items() for s in by_refs.values()
+                                          for key in s})
     figures = {d: f for d, f in ((d, dataset_figure(b)) for d, b in scores_by.items()) if f is not None}
     return float(sum(weights[d] * f for d, f in figures.items()) / sum(weights[d] for d in figures))
 
@@ -180,17 +181,18 @@ def pool_bootstrap(scores_by, other_by=None, reps=500, level=0.95, seed=0):
     weights); with `other_by`, of pool_figure(scores_by) - pool_figure(other_by) on the same
     draws: the difference between two models this pool can resolve."""
     rng = np.random.default_rng(seed)
-    keys_of = {d: sorted({k for s in by_refs.values() for k in s}) for d, by_refs in scores_by.items()}
-    weights = dataset_weights(k for keys in keys_of.values() for k in keys)
+    keys = {d: sorted({k for s in by_refs.values() for k in s}) for d, by_refs in scores_by.items()}
+    weights = dataset_weights((d, key[1]) for d, writer_keys in keys.items() for key in writer_keys)
+    people = {}  # dataset -> each person's writer keys
+    for dataset, writer_keys in keys.items():
+        by_person = defaultdict(list)
+        for key in writer_keys:
+            by_person[person_of(key[1])].append(key)
+        people[dataset] = list(by_person.values())
     values = []
     for _ in range(reps):
-        draw = {}
-        for dataset, keys in keys_of.items():
-            people = defaultdict(list)
-            for key in keys:
-                people[person_of(key[1])].append(key)
-            names = sorted(people)
-            draw[dataset] = [key for i in rng.integers(0, len(names), len(names)) for key in people[names[i]]]
+        draw = {dataset: [key for i in rng.integers(0, len(groups), len(groups)) for key in groups[i]]
+                for dataset, groups in people.items()}
         resample = lambda by: {d: {r: {i: s[k] for i, k in enumerate(draw[d]) if k in s} for r, s in by_refs.items()}
                                for d, by_refs in by.items()}
         value = pool_figure(resample(scores_by), weights)
