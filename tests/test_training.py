@@ -1,8 +1,11 @@
 """Training, evaluation protocol and the workstation commands, on small real data."""
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -507,6 +510,25 @@ def test_evaluate_writes_a_json_report_for_a_bundle(tiny_bundle, small_dataset, 
     assert result.returncode == 0, result.stderr[-2000:]
     written = json.loads(report.read_text())
     assert written["calibration"]["threshold"] == json.loads((tiny_bundle / "manifest.json").read_text())["calibration"]["threshold"]
+
+
+def test_evaluate_pools_datasets_weighted_by_the_square_root_of_their_people(tiny_bundle, small_dataset, env,
+                                                                           tmp_path):
+    three = tmp_path / "cedar-three"
+    for writer in ("w01", "w02", "w03"):
+        shutil.copytree(small_dataset / writer, three / writer)
+    result = cli("evaluate", "--model", str(tiny_bundle), "--data", str(small_dataset), "--data", str(three),
+                 "--split", "all", "--refs", "1,5", "--no-floor", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures, dataset = defaultdict(list), None
+    for line in result.stdout.splitlines():
+        if re.match(r"^\S+, all writers, model", line):
+            dataset = line.split(",")[0]
+        elif row := re.match(r"^\s+[15]\s+([\d.]+)%", line):
+            figures[dataset].append(float(row.group(1)))
+    pool = float(re.search(r"pool of 2 datasets .*?: ([\d.]+) %", result.stdout).group(1))
+    small, few = np.mean(figures["cedar-small"]), np.mean(figures["cedar-three"])
+    assert pool == pytest.approx((12 ** 0.5 * small + 3 ** 0.5 * few) / (12 ** 0.5 + 3 ** 0.5), abs=0.02)
 
 
 def test_train_init_from_starts_from_a_saved_towers_weights(small_dataset, env, tmp_path):
