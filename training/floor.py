@@ -9,7 +9,6 @@ that transfers.
 from pathlib import Path
 
 import numpy as np
-from skimage.feature import hog
 
 from edge_verify.training.embedders import Embedder
 
@@ -20,6 +19,8 @@ FLOOR_DESCRIPTION = "HOG (9 bins, 8-px cells, 2x2-cell L2 blocks), square-rooted
 
 def hog_descriptors(images: np.ndarray) -> np.ndarray:
     """float32 (N, H, W, 1) in [0, 1] -> (N, D) unit vectors."""
+    from skimage.feature import hog  # scikit-image comes with edge-verify[train]; importing this module needs none
+
     features = np.sqrt(np.stack([hog(image[..., 0], orientations=9, pixels_per_cell=(8, 8),
                                      cells_per_block=(2, 2), block_norm="L2") for image in images]))
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
