@@ -407,15 +407,20 @@ def person_of(writer: str) -> str:
     return key.group(1) if key else writer
 
 
+def people_by_dataset(keys) -> dict[str, set[str]]:
+    """Each dataset's people (person_of), from its (dataset, writer) keys."""
+    people = defaultdict(set)
+    for dataset, writer in keys:
+        people[dataset].add(person_of(writer))
+    return people
+
+
 def dataset_weights(keys) -> dict[str, float]:
     """How much each dataset counts, from its (dataset, writer) keys: the square root of its
     number of people, so that neither a big set drowns the small ones nor a set of two people
     counts as much as one of a hundred. Training batches draw by it (train.writer_weights) and
     the validation pool averages by it (evaluate.pool_figure)."""
-    people = defaultdict(set)
-    for dataset, writer in keys:
-        people[dataset].add(person_of(writer))
-    return {dataset: len(names) ** 0.5 for dataset, names in people.items()}
+    return {dataset: len(names) ** 0.5 for dataset, names in people_by_dataset(keys).items()}
 
 
 def writer_split(dataset: str, writer: str, all_writers=None) -> str:
@@ -471,10 +476,7 @@ def some_people(signatures, fraction: float, seed: int = 0) -> list[Signature]:
     `seed`; a person keeps all their writer keys (every name of a Cross-media person)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction {fraction} is not in (0, 1]")
-    people = defaultdict(set)
-    for s in signatures:
-        people[s.dataset].add(person_of(s.writer))
-    rng = random.Random(seed)
+    people, rng = people_by_dataset((s.dataset, s.writer) for s in signatures), random.Random(seed)
     kept = {(dataset, person) for dataset, names in people.items()
             for person in rng.sample(sorted(names), max(1, round(fraction * len(names))))}
     return [s for s in signatures if (s.dataset, person_of(s.writer)) in kept]
