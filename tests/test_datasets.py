@@ -286,6 +286,7 @@ def test_crossmedia_writers_are_people_writing_one_name_forged_by_others_of_the_
         if not s.genuine:
             forger = owner[s.path]
             assert forger != s.writer and forger[-2:] == s.writer[-2:]  # another person, the same name
+            assert not s.imitation  # their own writing: no forgery cue to learn from it
             assert writer_split(s.dataset, forger) == writer_split(s.dataset, s.writer)
     assert writer_split("crossmedia-chinese", "e095-03") == "val"
     assert writer_split("crossmedia-chinese", "c09-03") == "train"  # control writers are another series

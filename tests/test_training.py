@@ -114,14 +114,15 @@ def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env,
     out = tmp_path / "run"
     args = ["train", "--data", str(small_dataset), "--layout", "generic", "--out", str(out),
             "--steps-per-epoch", "2", "--writers-per-batch", "4", "--seed", "3", "--writer-loss", "0.2",
-            "--dropout", "0.5", "--ema", "0.9", "--weight-decay", "0.01", "--pooled-loss", "0.5"]
+            "--dropout", "0.5", "--ema", "0.9", "--weight-decay", "0.01", "--pooled-loss", "0.5",
+            "--forgery-loss", "0.5"]
     result = cli(*args, "--epochs", "1", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "tower.keras").exists() and (out / "history.csv").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["best"]["epoch"] == 1 and run["parameters"] < 1_000_000
     assert (run["config"]["dropout"], run["config"]["ema"], run["config"]["weight_decay"],
-            run["config"]["pooled_loss"]) == (0.5, 0.9, 0.01, 0.5)
+            run["config"]["pooled_loss"], run["config"]["forgery_loss"]) == (0.5, 0.9, 0.01, 0.5, 0.5)
     assert keras.models.load_model(out / "tower.keras").get_layer("dropout").rate == 0.5
     again = cli(*args, "--epochs", "1", env=env)
     assert again.returncode != 0 and "--resume" in again.stderr
@@ -228,6 +229,45 @@ def test_pooled_ranking_loss_holds_every_writer_to_one_distance_scale():
     assert float(pooled_ranking_loss(one_scale, writers, genuine)) < 0.01
     no_forgeries = tf.constant([1, 1, 1, 1, 1, 1])  # Omniglot's batches, say: nothing to order, not NaN
     assert float(pooled_ranking_loss(one_scale_each, writers, no_forgeries)) == 0.0
+
+
+def test_forgery_loss_is_low_when_the_embedding_tells_forgeries_of_any_writer_apart():
+    """SigNet-F's term: one logistic head for every writer. Stand-in forgeries (another person's
+    own writing, as Cross-media's) do not count: they carry no imitation to learn from."""
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    from edge_verify.training.losses import forgery_loss
+    from edge_verify.training.train import imitated_writers
+
+    head = keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant([[20.0], [0.0]]))
+    genuine = tf.constant([1, 1, 0, 1, 1, 0])
+    every = tf.constant([True] * 6)
+    forgeries_on_one_side = tf.constant([[-1, 0], [-1, 0], [1, 0], [-1, 0], [-1, 0], [1, 0]], tf.float32)
+    forgeries_among_genuine = tf.constant([[-1, 0], [1, 0], [-1, 0], [-1, 0], [1, 0], [1, 0]], tf.float32)
+    assert float(forgery_loss(forgeries_on_one_side, genuine, every, head)) < 0.01
+    assert float(forgery_loss(forgeries_among_genuine, genuine, every, head)) > 3
+    imitations_only = tf.constant([True, True, False, True, True, True])  # writer 0's forgery a stand-in
+    half_right = tf.constant([[-1, 0], [-1, 0], [-1, 0], [-1, 0], [-1, 0], [1, 0]], tf.float32)
+    assert float(forgery_loss(half_right, genuine, imitations_only, head)) < 0.01
+    assert float(forgery_loss(half_right, tf.constant([1] * 6), every, head)) == 0.0  # no forgery: 0, not NaN
+
+    records = fake_signatures(writers=3)
+    records += [Signature("other", "9", True, 1, Path("9_1")),
+                Signature("other", "9", False, 1, Path("0_1"), imitation=False)]
+    assert imitated_writers(records, mirrors=2) == [True] * 6 + [False] * 2  # ids: writer x 2 + mirror
+
+
+def test_bent_forgeries_are_forgeries_of_the_stroke_writer_drawn_from_their_own_genuine_strokes():
+    from edge_verify.training.strokes import FORGERY_BEND
+    from edge_verify.training.train import with_bent_forgeries, with_stroke_variants
+
+    strokes = [Signature("pad", "1", True, 1, Path("g1.csv")), Signature("pad", "1", False, 1, Path("f1.csv"))]
+    scans = [Signature("scan", "2", True, 1, Path("g2.png"))]
+    drawn = with_stroke_variants(strokes + scans, 3)
+    added = with_bent_forgeries(drawn, 2)[len(drawn):]
+    assert [(s.writer, s.genuine, s.path.name, s.bend) for s in added] == [("1", False, "g1.csv", FORGERY_BEND)] * 2
+    assert [s.variant for s in added] == [3, 4]  # two per genuine file, drawn unlike any genuine variant (0-2)
+    assert all(s.imitation for s in added)
 
 
 def test_the_koch_objective_refuses_the_terms_that_need_unit_embeddings_and_names_the_others():
@@ -500,6 +540,23 @@ def test_without_ink_augmentation_the_strokes_keep_their_pixels():
     images[:, 12:20, 20:44] = 0.8
     assert (augment(tf.constant(images), geometry_scale=0, ink=False).numpy() == images).all()
     assert not (augment(tf.constant(images), geometry_scale=0).numpy() == images).all()
+
+
+def test_erasing_blanks_one_rectangle_of_the_picked_images_and_leaves_the_others():
+    tf = pytest.importorskip("tensorflow")
+    from edge_verify.training.augment import erase
+
+    tf.random.set_seed(0)
+    images = np.full((64, 32, 64, 1), 0.8, np.float32)
+    erased = erase(tf.constant(images), probability=0.5).numpy()
+    blank = (erased == 0).mean(axis=(1, 2, 3))
+    assert 16 < (blank > 0).sum() < 48  # about half the images picked
+    # 10-30 % of each side, in whole pixels: 3-10 of 32 rows, 6-20 of 64 columns
+    assert ((blank == 0) | ((blank >= 3 * 6 / 2048) & (blank <= 10 * 20 / 2048))).all()
+    for image in erased[blank > 0]:  # one rectangle: the blank rows and columns enclose only blank pixels
+        rows, columns = np.nonzero(image[..., 0] == 0)
+        assert (image[rows.min():rows.max() + 1, columns.min():columns.max() + 1] == 0).all()
+    assert (erase(tf.constant(images), probability=0.0).numpy() == images).all()
 
 
 def test_evaluate_writes_a_json_report_for_a_bundle(tiny_bundle, small_dataset, env, tmp_path):

@@ -4,11 +4,12 @@ looking at the signature at all?
 If forgeries were scanned or collected differently (brighter paper, another pen), a model that
 sees raw grey levels can score a low EER from that alone, and its figure says nothing about
 signatures. For each image this measures two global grey levels of the raw scan (the paper and
-the ink, split by Otsu's threshold) and scores each one as a "model" through EVALUATION.md's
-protocol with one reference: the distance of a query is the absolute difference of the level.
-An EER far below 50 % means the level gives forgeries away. `preprocess` removes the paper and
-rescales the ink, so the device never sees these levels; a published result on images that
-keep them may owe its figure to them.
+the ink, split by Otsu's threshold), and the mean ink value of the network's input (after
+`preprocess`, which removes the paper but keeps the ink's tone, and at 96 x 192 px, where thin
+strokes come out lighter). Each is scored as a "model" through EVALUATION.md's protocol with
+one reference: the distance of a query is the absolute difference of the level. An EER far
+below 50 % means the level gives forgeries away: a published result on images that keep it may
+owe its figure to it, and a model that reads it would learn the pen, not the hand.
 
     python -m edge_verify.training.artefacts --data ../shared/datasets/cedar [--split train]
 """
@@ -17,21 +18,25 @@ import cv2
 import numpy as np
 
 from edge_verify.edge.image_io import load_image
-from edge_verify.edge.preprocess import to_grey
+from edge_verify.edge.preprocess import preprocess, to_grey
 from edge_verify.training.datasets import STROKE_SUFFIXES, SPLIT_NAMES, read_signatures, select_split
 from edge_verify.training.evaluate import equal_error_rate, protocol_queries
 
-LEVELS = ("paper grey", "ink grey")
+LEVELS = ("paper grey", "ink grey", "network's ink tone")
 
 
 def grey_levels(path) -> np.ndarray:
-    """(paper, ink): the mean grey level of the raw scan above and below Otsu's threshold."""
-    grey = to_grey(load_image(path))
+    """(paper, ink, tone): the mean grey level of the raw scan above and below Otsu's threshold,
+    and the mean value of the ink in the preprocessed network input."""
+    image = load_image(path)
+    network_input = preprocess(image)
+    tone = network_input[network_input > 0].mean()
+    grey = to_grey(image)
     threshold, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     ink = grey <= threshold  # Otsu: above the threshold is the brighter class
     if ink.all() or not ink.any():
-        return np.array([grey.mean(), grey.mean()])
-    return np.array([grey[~ink].mean(), grey[ink].mean()])
+        return np.array([grey.mean(), grey.mean(), tone])
+    return np.array([grey[~ink].mean(), grey[ink].mean(), tone])
 
 
 def artefact_eers(signatures) -> dict[str, float]:
@@ -59,7 +64,8 @@ def artefact_eers(signatures) -> dict[str, float]:
 @click.option("--split", type=click.Choice(SPLIT_NAMES), default="train", show_default=True,
               help="Whose signatures to measure (a check of the data, not of a model: train is enough).")
 def main(roots, split):
-    """Print, per dataset, the EER that the paper's and the ink's grey level alone reach."""
+    """Print, per dataset, the EER that the paper's and the ink's grey level, and the network's
+    ink tone, alone reach."""
     for root in roots:
         eers = artefact_eers(select_split(read_signatures(root), split))
         if not eers:

@@ -42,15 +42,34 @@ def per_image(batch_size, probability):
     return tf.random.uniform((batch_size, 1, 1, 1)) < probability
 
 
-def augment(images, geometry_scale=1.0, ink=True):
+def erase(images, probability, largest=0.3):
+    """Random erasing (Zhong et al. 2020): in each image picked with `probability`, a rectangle of
+    10 % to `largest` of each side set to the background's 0, as if that part had not been
+    written, so that no one part of a signature carries the embedding alone."""
+    shape = tf.shape(images)
+    batch, height, width = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    sides = tf.random.uniform((2, batch, 1, 1), 0.1, largest) * tf.stack([height, width])[:, None, None, None]
+    corner = tf.random.uniform((2, batch, 1, 1)) * (tf.stack([height, width])[:, None, None, None] - sides)
+    rows = tf.range(height)[None, :, None]
+    columns = tf.range(width)[None, None, :]
+    inside = ((rows >= corner[0]) & (rows < corner[0] + sides[0])
+              & (columns >= corner[1]) & (columns < corner[1] + sides[1]))
+    picked = tf.random.uniform((batch, 1, 1)) < probability
+    return tf.where((inside & picked)[..., None], 0.0, images)
+
+
+def augment(images, geometry_scale=1.0, ink=True, erase_probability=0.0):
     """Return a randomly altered copy of a batch of preprocessed signatures.
 
     ink False leaves the strokes as they are (no thickening, thinning, blur, intensity or grain):
-    line quality and pen pressure are also what gives a forgery away.
+    line quality and pen pressure are also what gives a forgery away. erase_probability: the
+    share of images that lose a rectangle (`erase`).
     """
     shape = tf.shape(images)
     batch = shape[0]
     x = geometry(geometry_scale)(images, training=True) if geometry_scale else images
+    if erase_probability:
+        x = erase(x, erase_probability)
     if not ink:
         return x
     x = tf.where(per_image(batch, 0.25), dilate(x), x)

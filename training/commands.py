@@ -84,6 +84,9 @@ def parse_size(ctx, param, text):
               help="Weight of an extra term that orders every genuine pair of a batch before every skilled-forgery "
                    "pair of it, across writers (one distance scale for all writers, as one threshold needs); "
                    "0: off.")
+@click.option("--forgery-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of an extra term in which a logistic head tells each image's embedding as genuine or "
+                   "skilled forgery, whoever the writer (SigNet-F); 0: off.")
 @click.option("--people-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Train on this fraction of each dataset's training people (at least one), drawn by --seed: "
                    "a learning curve over the number of writers.")
@@ -93,9 +96,14 @@ def parse_size(ctx, param, text):
 @click.option("--stroke-bend", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
               help="How far the extra stroke variants redraw each pen trajectory, as a writer's hand would "
                    "(smooth displacements of about this fraction of the ink's height); 0: the same path.")
+@click.option("--bent-forgeries", default=0, show_default=True, type=click.IntRange(0, 16),
+              help="Add this many synthetic skilled forgeries of each training pen-stroke signature: its "
+                   "trajectory redrawn bent, as a forger's hand strays from the writer's.")
 @click.option("--geometry-scale", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="How far the random rotation, zoom, shear and shift of training images go, relative "
                    "to the defaults (about 7 degrees, 10 %, 0.15 shear, 5 %); 0: none.")
+@click.option("--erase", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of training images that lose a random rectangle (random erasing); 0: none.")
 @click.option("--ink-augmentation/--no-ink-augmentation", default=True, show_default=True,
               help="Randomly thicken, thin, blur, darken and grain the strokes of training images.")
 @click.option("--learning-rate", default=1e-3, show_default=True)

@@ -77,6 +77,7 @@ class Signature:
     path: Path
     variant: int = 0  # pen-stroke files: which rendering (0 = the device's pad renderer)
     bend: float = 0.0  # pen-stroke files: how far a variant redraws the trajectory (strokes.bent)
+    imitation: bool = True  # a forgery drawn to imitate the writer; False: another person's own writing of the text
 
 
 # ---------------------------------------------------------------- files and folders
@@ -292,7 +293,8 @@ def _read_crossmedia(root: Path) -> list[Signature]:
             group = [key for key in keys if writer_split(root.name, key) == split]
             for i, key in enumerate(group):  # the next writers in order, each one's first drawing
                 others = [group[(i + j) % len(group)] for j in range(1, min(CROSSMEDIA_FORGERS + 1, len(group)))]
-                signatures += [Signature(root.name, key, False, n + 1, firsts[other]) for n, other in enumerate(others)]
+                signatures += [Signature(root.name, key, False, n + 1, firsts[other], imitation=False)
+                               for n, other in enumerate(others)]
     return signatures
 
 

@@ -124,6 +124,23 @@ def pooled_ranking_loss(embeddings, writers, genuine, sharpness=10.0):
                                  sharpness * tf.cast(tf.size(margins), tf.float32))
 
 
+def forgery_loss(embeddings, genuine, counted, head):
+    """Forgery classification of single images, as an extra term beside a pair objective (SigNet-F,
+    Hafemann, Sabourin & Oliveira 2017): `head` (a Dense(1) layer) reads each embedding alone and
+    says forged or genuine, so the embedding must carry what skilled forgeries of any writer have
+    in common. Only the images where `counted` is true take part (genuine signatures, and forgeries
+    that are imitations); genuine and forged weigh the same. 0 when either class is absent.
+    """
+    genuine = tf.cast(genuine, tf.bool)
+    counted = tf.cast(counted, tf.bool)
+    logits = tf.squeeze(head(embeddings), axis=-1)
+    forged = tf.cast(tf.logical_not(genuine), tf.float32)
+    cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=forged, logits=logits)
+    real, fake = genuine & counted, tf.logical_not(genuine) & counted
+    both = tf.cast(tf.reduce_any(real) & tf.reduce_any(fake), tf.float32)
+    return both * 0.5 * (masked_mean(cross_entropy, real) + masked_mean(cross_entropy, fake))
+
+
 def koch_loss(embeddings, writers, genuine, head):
     """Koch, Zemel & Salakhutdinov (2015): |a - b| -> Dense -> sigmoid, binary cross-entropy.
 

@@ -17,6 +17,7 @@ from edge_verify.edge.capture.pad import LONG_SIDE, read_stroke_file, render_str
 
 
 BEND_HARMONICS = 3  # the displacement is a sum of this many sine waves along the pen's path
+FORGERY_BEND = 0.2  # how far a synthetic forgery strays (v22 bent genuine variants by 0.05, and lost)
 
 
 def bent(strokes, amount: float, rng) -> list[np.ndarray]:

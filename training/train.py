@@ -31,6 +31,7 @@ from edge_verify.training.evaluate import koch_evaluate_embeddings, pool_eer
 from edge_verify.training.model import ARCHITECTURES, build_koch_head
 from edge_verify.training.omniglot import (euclidean_similarity, is_omniglot_folder,
                                            omniglot_training_set, sample_runs, score_one_shot)
+from edge_verify.training.strokes import FORGERY_BEND
 
 DEFAULT_MARGINS = {"contrastive": 1.0, "triplet": 0.3, "cotuplet": 0.2}  # cotuplet: its epsilon
 TOWER_OPTIONS = ("head", "output_stride", "width_multiplier", "dropout")  # train()'s arguments for build_tower
@@ -43,7 +44,7 @@ class SiameseTrainer(keras.Model):
     """Trains a tower with a pairwise objective; `call` is the tower itself."""
 
     def __init__(self, tower, objective="triplet", margin=None, mining="hard", writer_loss=0.0, writers=0,
-                 pooled_loss=0.0):
+                 pooled_loss=0.0, forgery_loss=0.0, imitated=None):
         super().__init__()
         self.tower = tower
         self.objective = objective
@@ -58,6 +59,11 @@ class SiameseTrainer(keras.Model):
             raise ValueError(f"{option} needs unit embeddings: use it with {others}, not koch")
         if writer_loss:  # one centre per training writer, for losses.writer_softmax_loss
             self.writer_centres = self.add_weight(shape=(tower.output_shape[-1], writers), name="writer_centres")
+        self.forgery_loss = forgery_loss
+        if forgery_loss:  # losses.forgery_loss: a logistic head, and which writers' forgeries are imitations
+            self.forgery_head = keras.layers.Dense(1, name="forgery_head")
+            self.forgery_head.build((None, tower.output_shape[-1]))  # before the optimizer takes the variables
+            self.imitated = tf.constant([True] * writers if imitated is None else imitated, tf.bool)
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def call(self, images, training=False):
@@ -78,6 +84,9 @@ class SiameseTrainer(keras.Model):
             loss += self.writer_loss * losses.writer_softmax_loss(embeddings, writers, genuine, self.writer_centres)
         if self.pooled_loss:
             loss += self.pooled_loss * losses.pooled_ranking_loss(embeddings, writers, genuine)
+        if self.forgery_loss:
+            counted = tf.cast(genuine, tf.bool) | tf.gather(self.imitated, writers)
+            loss += self.forgery_loss * losses.forgery_loss(embeddings, genuine, counted, self.forgery_head)
         return loss
 
     def train_step(self, data):
@@ -165,11 +174,30 @@ def writer_weights(keys):
     return {(d, w): weights[d] / keys_of[d] for d, w in keys}
 
 
+def imitated_writers(signatures, mirrors=1):
+    """For each writer id that writer_batches gives: whether the writer's forgeries imitate them
+    (False where they are other people's own writing of the same text, as Cross-media's are)."""
+    keys = sorted({(s.dataset, s.writer) for s in signatures})
+    stand_ins = {(s.dataset, s.writer) for s in signatures if not s.genuine and not s.imitation}
+    return [key not in stand_ins for key in keys for _ in range(mirrors)]
+
+
 def with_stroke_variants(signatures, variants, bend=0.0):
     """Each pen-stroke signature drawn `variants` times (strokes.render_variant 0..variants-1),
     each drawing a sample of the same writer; variants other than 0 bent by `bend`."""
     return [replace(s, variant=v, bend=bend) if v else s for s in signatures
             for v in range(variants if s.path.suffix.lower() in STROKE_SUFFIXES else 1)]
+
+
+def with_bent_forgeries(signatures, count):
+    """The records plus `count` synthetic skilled forgeries of each genuine pen-stroke file: its
+    trajectory redrawn bent by strokes.FORGERY_BEND (see strokes.bent), with another pen, as a
+    forger's hand strays from the writer's. Variant numbers follow the genuine variants'."""
+    first = 1 + max((s.variant for s in signatures), default=0)
+    return signatures + [replace(s, genuine=False, variant=first + k, bend=FORGERY_BEND)
+                         for s in signatures
+                         if s.genuine and s.variant == 0 and s.path.suffix.lower() in STROKE_SUFFIXES
+                         for k in range(count)]
 
 
 # Class augmentation: a mirrored writer is a new writer, as rotated characters are new classes
@@ -186,7 +214,7 @@ def mirror(images, mirrors):
 
 
 def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geometry_scale=1.0,
-                     ink_augmentation=True):
+                     ink_augmentation=True, erase=0.0):
     """tf.data pipeline: sampled writer batches -> augmented float images + pair labels."""
     images = tf.constant(images_u8)
     batch = batch_shape[0] * (batch_shape[1] + batch_shape[2])
@@ -198,18 +226,19 @@ def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geomet
 
     def to_example(indices, writers, genuine, mirrored):
         x = tf.cast(tf.gather(images, indices), tf.float32)[..., None] / 255.0
-        return augment(mirror(x, mirrored), geometry_scale, ink_augmentation), (writers, genuine)
+        return augment(mirror(x, mirrored), geometry_scale, ink_augmentation, erase), (writers, genuine)
 
     return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
-def signature_data(data, input_size, stroke_variants=1, stroke_bend=0.0, people_fraction=1.0, seed=0):
+def signature_data(data, input_size, stroke_variants=1, stroke_bend=0.0, people_fraction=1.0, seed=0,
+                   bent_forgeries=0):
     """The training writers' images and records (of `people_fraction` of each dataset's training
     people), and the validation: val_eer, the figure of the validation pool (evaluate.pool_eer:
     each dataset's validation writers, R = 1 and 5)."""
     signatures = [s for root, layout in data for s in read_signatures(root, layout)]
     train_set = some_people(select_split(signatures, "train"), people_fraction, seed)
-    train_set = with_stroke_variants(train_set, stroke_variants, stroke_bend)
+    train_set = with_bent_forgeries(with_stroke_variants(train_set, stroke_variants, stroke_bend), bent_forgeries)
     val_set = select_split(signatures, "val")
     print(f"training writers: {len({(s.dataset, s.writer) for s in train_set})}, "
           f"images: {len(train_set)}; validation images: {len(val_set)}")
@@ -246,16 +275,18 @@ def omniglot_data(folder, input_size):
     return train_images, train_set, "val_one_shot_error", val_one_shot_error
 
 
-def training_data(data, input_size, stroke_variants=1, stroke_bend=0.0, people_fraction=1.0, seed=0):
+def training_data(data, input_size, stroke_variants=1, stroke_bend=0.0, people_fraction=1.0, seed=0,
+                  bent_forgeries=0):
     """(uint8 training images, their records, validation metric name, tower -> metric) of `data`."""
     omniglot = [root for root, _ in data if is_omniglot_folder(root)]
     if omniglot and len(data) > 1:
         raise ValueError(f"{omniglot[0]} is Omniglot: train on it alone, not with other --data")
-    if omniglot and people_fraction < 1:
-        raise ValueError("a fraction of the training people is for signature datasets, not Omniglot")
+    if omniglot and (people_fraction < 1 or bent_forgeries):
+        option = "--bent-forgeries" if bent_forgeries else "--people-fraction"
+        raise ValueError(f"{option} is for signature datasets, not Omniglot")
     if omniglot:
         return omniglot_data(omniglot[0], input_size)
-    return signature_data(data, input_size, stroke_variants, stroke_bend, people_fraction, seed)
+    return signature_data(data, input_size, stroke_variants, stroke_bend, people_fraction, seed, bent_forgeries)
 
 
 def make_optimizer(learning_rate, weight_decay=0.0, ema=0.0):
@@ -350,7 +381,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
           cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
           head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True, width_multiplier=1.0,
           dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0, weight_decay=0.0, init_from=None, pooled_loss=0.0,
-          people_fraction=1.0):
+          people_fraction=1.0, forgery_loss=0.0, bent_forgeries=0, erase=0.0):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
     background characters of one Omniglot folder.
 
@@ -371,21 +402,22 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
     kind = "omniglot" if any(is_omniglot_folder(root) for root, _ in data) else "signatures"
     input_size = tuple(input_size or DEFAULT_INPUT_SIZES[kind, arch])
     train_images, train_set, metric, score = training_data(data, input_size, stroke_variants, stroke_bend,
-                                                           people_fraction, seed)
+                                                           people_fraction, seed, bent_forgeries)
 
     with distribution.scope():
         writers = len({(s.dataset, s.writer) for s in train_set}) * mirrors  # the ids writer_batches gives
         tower = make_tower(config, input_size)
         if init_from:
             start_from(tower, init_from)
-        trainer = SiameseTrainer(tower, objective, margin, mining, writer_loss, writers, pooled_loss)
+        trainer = SiameseTrainer(tower, objective, margin, mining, writer_loss, writers, pooled_loss,
+                                 forgery_loss, imitated_writers(train_set, mirrors))
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
         trainer.compile(optimizer=make_optimizer(schedule, weight_decay, ema))
     batch_shape = (writers_per_batch, genuine_per_writer, forged_per_writer)
     dataset = training_dataset(train_images, train_set, batch_shape, seed, mirrors, geometry_scale,
-                               ink_augmentation)
+                               ink_augmentation, erase)
     callbacks = [
         KeepBest(metric, score, out_dir),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume),
