@@ -258,6 +258,7 @@ def test_forgery_loss_is_low_when_the_embedding_tells_forgeries_of_any_writer_ap
 
 
 def test_bent_forgeries_are_forgeries_of_the_stroke_writer_drawn_from_their_own_genuine_strokes():
+    pytest.importorskip("tensorflow")
     from edge_verify.training.strokes import FORGERY_BEND
     from edge_verify.training.train import with_bent_forgeries, with_stroke_variants
 
