@@ -47,11 +47,11 @@ def erase(images, probability, largest=0.3):
     10 % to `largest` of each side set to the background's 0, as if that part had not been
     written, so that no one part of a signature carries the embedding alone."""
     shape = tf.shape(images)
-    batch, height, width = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-    sides = tf.random.uniform((2, batch, 1, 1), 0.1, largest) * tf.stack([height, width])[:, None, None, None]
-    corner = tf.random.uniform((2, batch, 1, 1)) * (tf.stack([height, width])[:, None, None, None] - sides)
-    rows = tf.range(height)[None, :, None]
-    columns = tf.range(width)[None, None, :]
+    batch, extent = shape[0], tf.cast(shape[1:3], tf.float32)[:, None, None, None]  # (height, width)
+    sides = tf.random.uniform((2, batch, 1, 1), 0.1, largest) * extent
+    corner = tf.random.uniform((2, batch, 1, 1)) * (extent - sides)
+    rows = tf.range(extent[0, 0, 0, 0])[None, :, None]
+    columns = tf.range(extent[1, 0, 0, 0])[None, None, :]
     inside = ((rows >= corner[0]) & (rows < corner[0] + sides[0])
               & (columns >= corner[1]) & (columns < corner[1] + sides[1]))
     picked = tf.random.uniform((batch, 1, 1)) < probability

@@ -124,6 +124,12 @@ def make_strategy(name="default", cpu_replicas=0):
     raise ValueError(f"unknown strategy {name!r}: use default, mirrored or multiworker")
 
 
+def writer_keys(signatures):
+    """The (dataset, writer) keys of the records, in the order that numbers them: writer_batches
+    gives key i (mirror m of `mirrors`) the writer id i x mirrors + m."""
+    return sorted({(s.dataset, s.writer) for s in signatures})
+
+
 def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per_writer, seed,
                    mirrors=1):
     """Endless index batches: a few writers, each with genuine signatures and forgeries.
@@ -134,7 +140,7 @@ def writer_batches(signatures, writers_per_batch, genuine_per_writer, forged_per
     genuine flags, mirror of each image).
     """
     rng = np.random.default_rng(seed)
-    keys = sorted({(s.dataset, s.writer) for s in signatures})
+    keys = writer_keys(signatures)
     weight = writer_weights(keys)
     writer_id = {key: i for i, key in enumerate(keys)}
     genuine = {k: [] for k in keys}
@@ -177,9 +183,8 @@ def writer_weights(keys):
 def imitated_writers(signatures, mirrors=1):
     """For each writer id that writer_batches gives: whether the writer's forgeries imitate them
     (False where they are other people's own writing of the same text, as Cross-media's are)."""
-    keys = sorted({(s.dataset, s.writer) for s in signatures})
     stand_ins = {(s.dataset, s.writer) for s in signatures if not s.genuine and not s.imitation}
-    return [key not in stand_ins for key in keys for _ in range(mirrors)]
+    return [key not in stand_ins for key in writer_keys(signatures) for _ in range(mirrors)]
 
 
 def with_stroke_variants(signatures, variants, bend=0.0):
@@ -405,7 +410,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
                                                            people_fraction, seed, bent_forgeries)
 
     with distribution.scope():
-        writers = len({(s.dataset, s.writer) for s in train_set}) * mirrors  # the ids writer_batches gives
+        writers = len(writer_keys(train_set)) * mirrors  # the ids writer_batches gives
         tower = make_tower(config, input_size)
         if init_from:
             start_from(tower, init_from)
