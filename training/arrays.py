@@ -14,7 +14,7 @@ from platformdirs import user_cache_dir
 
 from edge_verify.edge.errors import CaptureError, ImageError
 from edge_verify.edge.preprocess import PREPROCESS_VERSION, preprocess, preprocess_file
-from edge_verify.training.datasets import STROKE_SUFFIXES, DatasetError
+from edge_verify.training.datasets import DatasetError, is_stroke_file
 from edge_verify.training.strokes import render_variant
 
 
@@ -36,7 +36,7 @@ def _cache_key(signatures, size) -> str:
 def _preprocess_one(job):
     path, size, variant, bend = job
     try:
-        if path.suffix.lower() in STROKE_SUFFIXES:  # pen strokes: drawn first, as the pad path does
+        if is_stroke_file(path):  # pen strokes: drawn first, as the pad path does
             return np.round(preprocess(render_variant(path, variant, bend), size) * 255).astype(np.uint8)
         return np.round(preprocess_file(path, size) * 255).astype(np.uint8)
     except (ImageError, CaptureError) as error:

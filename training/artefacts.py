@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_verify.edge.image_io import load_image
 from edge_verify.edge.preprocess import preprocess, to_grey
-from edge_verify.training.datasets import STROKE_SUFFIXES, SPLIT_NAMES, read_signatures, select_split
+from edge_verify.training.datasets import SPLIT_NAMES, is_stroke_file, read_signatures, select_split
 from edge_verify.training.evaluate import equal_error_rate, protocol_queries
 
 LEVELS = ("paper grey", "ink grey", "network's ink tone")
@@ -42,7 +42,7 @@ def grey_levels(path) -> np.ndarray:
 def artefact_eers(signatures) -> dict[str, float]:
     """{level: skilled-forgery EER of that level alone, one reference}; {} without forgeries
     or for pen-stroke files (they have no scan)."""
-    signatures = [s for s in signatures if s.path.suffix.lower() not in STROKE_SUFFIXES]
+    signatures = [s for s in signatures if not is_stroke_file(s.path)]
     queries = [(references[0], genuine, skilled)
                for _, references, genuine, skilled, _ in protocol_queries(signatures, 1) if skilled]
     if not queries:

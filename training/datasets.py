@@ -83,6 +83,11 @@ class Signature:
 # ---------------------------------------------------------------- files and folders
 
 
+def is_stroke_file(path: Path) -> bool:
+    """A pen-stroke file (drawn by the pad renderer), not an image."""
+    return path.suffix.lower() in STROKE_SUFFIXES
+
+
 def _ignored(path: Path) -> bool:
     name = path.name.lower()
     return (name.startswith(".") or name in IGNORED_NAMES or name.startswith(("readme", "license"))
@@ -137,7 +142,7 @@ def _is_generic(root: Path) -> bool:
 
 
 def _is_strokes(root: Path) -> bool:
-    return any((folder / "genuine").is_dir() and any(p.suffix.lower() in STROKE_SUFFIXES
+    return any((folder / "genuine").is_dir() and any(is_stroke_file(p)
                                                      for p in (folder / "genuine").iterdir())
                for folder in _subfolders(root))
 
@@ -261,7 +266,7 @@ def _read_strokes(root: Path) -> list[Signature]:
         for kind in ("genuine", "forged"):
             for path in sorted((folder / kind).glob("*")) if (folder / kind).is_dir() else []:
                 number = LAST_NUMBER.search(path.stem)
-                if path.suffix.lower() not in STROKE_SUFFIXES or not number:
+                if not is_stroke_file(path) or not number:
                     raise DatasetError(f"unexpected file {path}: expected pen-stroke files like {kind}_01.csv")
                 signatures.append(Signature(root.name, match.group(1), kind == "genuine",
                                             int(number.group(1)), path))

@@ -25,7 +25,7 @@ from edge_verify.training import losses
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.augment import augment
 from edge_verify.training.choices import DEFAULT_DROPOUT, OBJECTIVES
-from edge_verify.training.datasets import (STROKE_SUFFIXES, dataset_weights, read_signatures, select_split,
+from edge_verify.training.datasets import (dataset_weights, is_stroke_file, read_signatures, select_split,
                                           some_people)
 from edge_verify.training.evaluate import koch_evaluate_embeddings, pool_eer
 from edge_verify.training.model import ARCHITECTURES, build_koch_head
@@ -191,7 +191,7 @@ def with_stroke_variants(signatures, variants, bend=0.0):
     """Each pen-stroke signature drawn `variants` times (strokes.render_variant 0..variants-1),
     each drawing a sample of the same writer; variants other than 0 bent by `bend`."""
     return [replace(s, variant=v, bend=bend) if v else s for s in signatures
-            for v in range(variants if s.path.suffix.lower() in STROKE_SUFFIXES else 1)]
+            for v in range(variants if is_stroke_file(s.path) else 1)]
 
 
 def with_bent_forgeries(signatures, count):
@@ -201,7 +201,7 @@ def with_bent_forgeries(signatures, count):
     first = 1 + max((s.variant for s in signatures), default=0)
     return signatures + [replace(s, genuine=False, variant=first + k, bend=FORGERY_BEND)
                          for s in signatures
-                         if s.genuine and s.variant == 0 and s.path.suffix.lower() in STROKE_SUFFIXES
+                         if s.genuine and s.variant == 0 and is_stroke_file(s.path)
                          for k in range(count)]
 
 
