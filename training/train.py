@@ -245,7 +245,7 @@ def signature_data(data, input_size, stroke_variants=1, stroke_bend=0.0, people_
     train_set = some_people(select_split(signatures, "train"), people_fraction, seed)
     train_set = with_bent_forgeries(with_stroke_variants(train_set, stroke_variants, stroke_bend), bent_forgeries)
     val_set = select_split(signatures, "val")
-    print(f"training writers: {len({(s.dataset, s.writer) for s in train_set})}, "
+    print(f"training writers: {len(writer_keys(train_set))}, "
           f"images: {len(train_set)}; validation images: {len(val_set)}")
     val_images = to_model_input(preprocessed_images(val_set, input_size))
 
@@ -437,7 +437,7 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
            "validation": metric,
            "parameters": trainer.tower.count_params(),
            "best": callbacks[0].best, "wall_seconds": round(time.time() - started, 1),
-           "training_writers": len({(s.dataset, s.writer) for s in train_set}),
+           "training_writers": len(writer_keys(train_set)),
            "training_images": len(train_set), "versions": {"tensorflow": tf.__version__,
                                                            "keras": keras.__version__}}
     (out_dir / "run.json").write_text(json.dumps(run, indent=2, default=str))
