@@ -414,11 +414,12 @@ def person_of(writer: str) -> str:
     return key.group(1) if key else writer
 
 
-def people_by_dataset(keys) -> dict[str, set[str]]:
-    """Each dataset's people (person_of), from its (dataset, writer) keys."""
-    people = defaultdict(set)
+def people_by_dataset(keys) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Each dataset's people (person_of), each with their (dataset, writer) keys in the order
+    given: {dataset: {person: [key, ...]}}."""
+    people = defaultdict(lambda: defaultdict(list))
     for dataset, writer in keys:
-        people[dataset].add(person_of(writer))
+        people[dataset][person_of(writer)].append((dataset, writer))
     return people
 
 
@@ -483,7 +484,7 @@ def some_people(signatures, fraction: float, seed: int = 0) -> list[Signature]:
     `seed`; a person keeps all their writer keys (every name of a Cross-media person)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction {fraction} is not in (0, 1]")
-    people, rng = people_by_dataset((s.dataset, s.writer) for s in signatures), random.Random(seed)
+    people, rng = people_by_dataset({(s.dataset, s.writer) for s in signatures}), random.Random(seed)
     kept = {(dataset, person) for dataset, names in people.items()
             for person in rng.sample(sorted(names), max(1, round(fraction * len(names))))}
     return [s for s in signatures if (s.dataset, person_of(s.writer)) in kept]

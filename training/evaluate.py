@@ -12,7 +12,7 @@ import numpy as np
 
 from edge_verify.edge import scoring
 from edge_verify.edge.bundle import UNCALIBRATED
-from edge_verify.training.datasets import dataset_weights, person_of
+from edge_verify.training.datasets import dataset_weights, people_by_dataset
 
 
 def writers_of(signatures):
@@ -156,7 +156,7 @@ def pool_figure(scores_by, weights=None):
     """The validation pool's figure for choosing between models, from {dataset: {R: protocol_scores}}:
     the mean over datasets of dataset_figure, each dataset weighing the square root of its
     people (datasets.dataset_weights), or as `weights` says."""
-    weights = weights or dataset_weights({(d, key[1]) for d, by_refs in scores_by.items() for s in by_refs.values()
+    weights = weights or dataset_weights({key for by_refs in scores_by.values() for s in by_refs.values()
                                           for key in s})
     figures = {d: f for d, f in ((d, dataset_figure(b)) for d, b in scores_by.items()) if f is not None}
     return float(sum(weights[d] * f for d, f in figures.items()) / sum(weights[d] for d in figures))
@@ -181,14 +181,9 @@ def pool_bootstrap(scores_by, other_by=None, reps=500, level=0.95, seed=0):
     weights); with `other_by`, of pool_figure(scores_by) - pool_figure(other_by) on the same
     draws: the difference between two models this pool can resolve."""
     rng = np.random.default_rng(seed)
-    keys = {d: sorted({k for s in by_refs.values() for k in s}) for d, by_refs in scores_by.items()}
-    weights = dataset_weights((d, key[1]) for d, writer_keys in keys.items() for key in writer_keys)
-    people = {}  # dataset -> each person's writer keys
-    for dataset, writer_keys in keys.items():
-        by_person = defaultdict(list)
-        for key in writer_keys:
-            by_person[person_of(key[1])].append(key)
-        people[dataset] = list(by_person.values())
+    keys = sorted({key for by_refs in scores_by.values() for s in by_refs.values() for key in s})
+    weights = dataset_weights(keys)
+    people = {dataset: list(by_person.values()) for dataset, by_person in people_by_dataset(keys).items()}
     values = []
     for _ in range(reps):
         draw = {dataset: [key for i in rng.integers(0, len(groups), len(groups)) for key in groups[i]]
