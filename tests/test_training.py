@@ -108,6 +108,19 @@ def test_a_user_with_one_reference_is_held_to_the_one_reference_threshold():
     assert user_threshold(reference, older) == calibration["threshold"]
 
 
+def test_the_train_command_offers_every_training_option_with_its_one_default(tmp_path):
+    """A TrainingOptions field without an option (or an option train() does not know) would fail
+    only when someone trains; each option's default must be the record's."""
+    from dataclasses import asdict
+
+    from edge_verify.training.choices import TRAINING_DEFAULTS
+    from edge_verify.training.commands import train
+
+    given = train.make_context("train", ["--data", str(tmp_path), "--out", str(tmp_path / "run")]).params
+    options = {k: v for k, v in given.items() if k not in ("data_dirs", "layouts", "out_dir")}
+    assert options == asdict(TRAINING_DEFAULTS)
+
+
 def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env, tmp_path):
     keras = pytest.importorskip("keras")
     pytest.importorskip("tensorflow")
@@ -123,6 +136,7 @@ def test_train_smoke_run_keeps_the_best_tower_and_can_resume(small_dataset, env,
     assert run["best"]["epoch"] == 1 and run["parameters"] < 1_000_000
     assert (run["config"]["dropout"], run["config"]["ema"], run["config"]["weight_decay"],
             run["config"]["pooled_loss"], run["config"]["forgery_loss"]) == (0.5, 0.9, 0.01, 0.5, 0.5)
+    assert (run["config"]["epochs"], run["config"]["head"], run["config"]["mirrors"]) == (1, "pool", 1)  # defaults
     assert keras.models.load_model(out / "tower.keras").get_layer("dropout").rate == 0.5
     again = cli(*args, "--epochs", "1", env=env)
     assert again.returncode != 0 and "--resume" in again.stderr

@@ -5,7 +5,7 @@ stays light.
 """
 import click
 
-from edge_verify.training.choices import DEFAULT_DROPOUT, HEADS, OBJECTIVES, OUTPUT_STRIDES
+from edge_verify.training.choices import HEADS, OBJECTIVES, OUTPUT_STRIDES, TRAINING_DEFAULTS
 from edge_verify.training.datasets import LAYOUTS
 
 
@@ -37,28 +37,30 @@ def parse_size(ctx, param, text):
 @click.option("--layout", "layouts", multiple=True, type=click.Choice(LAYOUTS),
               help="Layout of each --data, in order; detected when omitted.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--objective", type=click.Choice(OBJECTIVES), default="triplet",
+@click.option("--objective", type=click.Choice(OBJECTIVES), default=TRAINING_DEFAULTS.objective,
               show_default=True, help="cotuplet: MS-SigNet's soft-margin tuplet against the writer's skilled "
                                       "forgeries only.")
-@click.option("--arch", type=click.Choice(["tower", "koch"]), default="tower", show_default=True,
+@click.option("--arch", type=click.Choice(["tower", "koch"]), default=TRAINING_DEFAULTS.arch, show_default=True,
               help="tower: the compact device network; koch: the Koch et al. baseline.")
-@click.option("--head", type=click.Choice(HEADS), default="pool", show_default=True,
+@click.option("--head", type=click.Choice(HEADS), default=TRAINING_DEFAULTS.head, show_default=True,
               help="How the tower's last feature map becomes the embedding: global average pooling; "
                    "narrowed and flattened (keeps where the features are); or multiscale (MS-SigNet's: the "
                    "1/16 map times shallower ones, pooled whole and over 3 column and 3 row strips).")
-@click.option("--output-stride", type=click.Choice([str(stride) for stride in OUTPUT_STRIDES]), default="32",
+@click.option("--output-stride", type=click.Choice([str(stride) for stride in OUTPUT_STRIDES]),
+              default=str(TRAINING_DEFAULTS.output_stride),
               show_default=True, callback=lambda ctx, param, value: int(value),
               help="How many input pixels a side one cell of the tower's last map covers (16: a finer grid "
                    "for the flatten head, the last block without its stride).")
-@click.option("--width-multiplier", type=click.FloatRange(0.25, 2.0), default=1.0, show_default=True,
+@click.option("--width-multiplier", type=click.FloatRange(0.25, 2.0),
+              default=TRAINING_DEFAULTS.width_multiplier, show_default=True,
               help="Multiplies the filters of every layer of the tower (1.5: about twice the parameters).")
-@click.option("--dropout", type=click.FloatRange(0.0, 0.9), default=DEFAULT_DROPOUT, show_default=True,
+@click.option("--dropout", type=click.FloatRange(0.0, 0.9), default=TRAINING_DEFAULTS.dropout, show_default=True,
               help="Rate at which training drops the features that feed the embedding layer (regularises; "
                    "the device never drops any).")
-@click.option("--ema", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+@click.option("--ema", type=click.FloatRange(0.0, 1.0, max_open=True), default=TRAINING_DEFAULTS.ema, show_default=True,
               help="Keep and score the exponential moving average of the weights with this momentum "
                    "(e.g. 0.995: about the last 200 steps) instead of the last step's; 0: off.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=TRAINING_DEFAULTS.weight_decay, show_default=True,
               help="Each step shrinks the kernels by this x the learning rate (decoupled, as AdamW; "
                    "not biases or batch-norm parameters); 0: off.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False),
@@ -67,54 +69,63 @@ def parse_size(ctx, param, text):
 @click.option("--input-size", callback=parse_size,
               help="Network input HxW, e.g. 32x32 [default: 96x192 for signatures, 48x48 for Omniglot; "
                    "64x128 and 105x105 with --arch koch].")
-@click.option("--epochs", default=40, show_default=True)
-@click.option("--steps-per-epoch", default=100, show_default=True)
-@click.option("--writers-per-batch", default=12, show_default=True)
-@click.option("--genuine-per-writer", default=4, show_default=True)
-@click.option("--forged-per-writer", default=4, show_default=True,
+@click.option("--epochs", default=TRAINING_DEFAULTS.epochs, show_default=True)
+@click.option("--steps-per-epoch", default=TRAINING_DEFAULTS.steps_per_epoch, show_default=True)
+@click.option("--writers-per-batch", default=TRAINING_DEFAULTS.writers_per_batch, show_default=True)
+@click.option("--genuine-per-writer", default=TRAINING_DEFAULTS.genuine_per_writer, show_default=True)
+@click.option("--forged-per-writer", default=TRAINING_DEFAULTS.forged_per_writer, show_default=True,
               help="Skilled forgeries per writer in a batch (genuine ones stand in when a writer has none).")
-@click.option("--mirrors", type=click.Choice(["1", "2", "4"]), default="1", show_default=True,
+@click.option("--mirrors", type=click.Choice(["1", "2", "4"]),
+              default=str(TRAINING_DEFAULTS.mirrors), show_default=True,
               callback=lambda ctx, param, value: int(value),
               help="Also train on mirrored copies of each writer, as new writers: 2 adds left-right "
                    "mirrors, 4 also upside-down ones (class augmentation).")
-@click.option("--writer-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--writer-loss", type=click.FloatRange(min=0), default=TRAINING_DEFAULTS.writer_loss, show_default=True,
               help="Weight of an extra writer-classification term (cosine softmax over the training "
                    "writers' genuine signatures); 0: the pair objective alone.")
-@click.option("--pooled-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--pooled-loss", type=click.FloatRange(min=0), default=TRAINING_DEFAULTS.pooled_loss, show_default=True,
               help="Weight of an extra term that orders every genuine pair of a batch before every skilled-forgery "
                    "pair of it, across writers (one distance scale for all writers, as one threshold needs); "
                    "0: off.")
-@click.option("--forgery-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--forgery-loss", type=click.FloatRange(min=0), default=TRAINING_DEFAULTS.forgery_loss, show_default=True,
               help="Weight of an extra term in which a logistic head tells each image's embedding as genuine or "
                    "skilled forgery, whoever the writer (SigNet-F); 0: off.")
-@click.option("--people-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+@click.option("--people-fraction", type=click.FloatRange(0, 1, min_open=True),
+              default=TRAINING_DEFAULTS.people_fraction, show_default=True,
               help="Train on this fraction of each dataset's training people (at least one), drawn by --seed: "
                    "a learning curve over the number of writers.")
-@click.option("--stroke-variants", default=1, show_default=True, type=click.IntRange(1, 16),
+@click.option("--stroke-variants",
+              default=TRAINING_DEFAULTS.stroke_variants, show_default=True, type=click.IntRange(1, 16),
               help="Draw each training pen-stroke file this many ways (pen width, pressure response, "
                    "ink, paper); 1: only as the device's pad renderer draws it.")
-@click.option("--stroke-bend", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+@click.option("--stroke-bend", type=click.FloatRange(0.0, 0.5),
+              default=TRAINING_DEFAULTS.stroke_bend, show_default=True,
               help="How far the extra stroke variants redraw each pen trajectory, as a writer's hand would "
                    "(smooth displacements of about this fraction of the ink's height); 0: the same path.")
-@click.option("--bent-forgeries", default=0, show_default=True, type=click.IntRange(0, 16),
+@click.option("--bent-forgeries",
+              default=TRAINING_DEFAULTS.bent_forgeries, show_default=True, type=click.IntRange(0, 16),
               help="Add this many synthetic skilled forgeries of each training pen-stroke signature: its "
                    "trajectory redrawn bent, as a forger's hand strays from the writer's.")
-@click.option("--geometry-scale", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--geometry-scale", type=click.FloatRange(min=0),
+              default=TRAINING_DEFAULTS.geometry_scale, show_default=True,
               help="How far the random rotation, zoom, shear and shift of training images go, relative "
                    "to the defaults (about 7 degrees, 10 %, 0.15 shear, 5 %); 0: none.")
-@click.option("--erase", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--erase", type=click.FloatRange(0, 1), default=TRAINING_DEFAULTS.erase, show_default=True,
               help="Share of training images that lose a random rectangle (random erasing); 0: none.")
 @click.option("--ink-augmentation/--no-ink-augmentation", default=True, show_default=True,
               help="Randomly thicken, thin, blur, darken and grain the strokes of training images.")
-@click.option("--learning-rate", default=1e-3, show_default=True)
-@click.option("--margin", type=float, default=None, help="Loss margin (default per objective).")
-@click.option("--mining", type=click.Choice(["hard", "semihard"]), default="hard", show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--max-minutes", type=float, default=None,
+@click.option("--learning-rate", default=TRAINING_DEFAULTS.learning_rate, show_default=True)
+@click.option("--margin", type=float, default=TRAINING_DEFAULTS.margin, help="Loss margin (default per objective).")
+@click.option("--mining", type=click.Choice(["hard", "semihard"]), default=TRAINING_DEFAULTS.mining, show_default=True)
+@click.option("--seed", default=TRAINING_DEFAULTS.seed, show_default=True)
+@click.option("--max-minutes", type=float, default=TRAINING_DEFAULTS.max_minutes,
               help="Stop after this much wall time, whatever the epoch (a time budget).")
-@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]),
+              default=TRAINING_DEFAULTS.strategy,
               show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
-@click.option("--cpu-replicas", default=0, hidden=True, help="Split the CPU into N logical devices (testing).")
+@click.option("--cpu-replicas",
+              default=TRAINING_DEFAULTS.cpu_replicas, hidden=True,
+              help="Split the CPU into N logical devices (testing).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 def train(data_dirs, layouts, out_dir, **options):
     """Train the Siamese signature (or Omniglot character) embedding (needs edge-verify[train])."""

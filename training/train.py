@@ -13,7 +13,7 @@ import json
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import keras
@@ -24,7 +24,7 @@ from edge_verify.edge.preprocess import PREPROCESS_VERSION
 from edge_verify.training import losses
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.augment import augment
-from edge_verify.training.choices import DEFAULT_DROPOUT, OBJECTIVES
+from edge_verify.training.choices import OBJECTIVES, TrainingOptions
 from edge_verify.training.datasets import (dataset_weights, is_stroke_file, read_signatures, select_split,
                                           some_people)
 from edge_verify.training.evaluate import koch_evaluate_embeddings, pool_eer
@@ -34,7 +34,7 @@ from edge_verify.training.omniglot import (euclidean_similarity, is_omniglot_fol
 from edge_verify.training.strokes import FORGERY_BEND
 
 DEFAULT_MARGINS = {"contrastive": 1.0, "triplet": 0.3, "cotuplet": 0.2}  # cotuplet: its epsilon
-TOWER_OPTIONS = ("head", "output_stride", "width_multiplier", "dropout")  # train()'s arguments for build_tower
+TOWER_OPTIONS = ("head", "output_stride", "width_multiplier", "dropout")  # the TrainingOptions for build_tower
 # (height, width) when --input-size is not given: signatures are wide, characters square.
 DEFAULT_INPUT_SIZES = {("signatures", "tower"): (96, 192), ("signatures", "koch"): (64, 128),
                        ("omniglot", "tower"): (48, 48), ("omniglot", "koch"): (105, 105)}
@@ -305,7 +305,7 @@ def make_optimizer(learning_rate, weight_decay=0.0, ema=0.0):
 
 
 def make_tower(config, input_size):
-    """The untrained tower that a run's config (train()'s arguments, run.json's "config") describes."""
+    """The untrained tower that a run's config (TrainingOptions as a dict, run.json's "config") describes."""
     options = {name: config[name] for name in TOWER_OPTIONS} if config["arch"] == "tower" else {}
     return ARCHITECTURES[config["arch"]](input_size=input_size, **options)
 
@@ -380,15 +380,10 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epochs=40,
-          steps_per_epoch=100, writers_per_batch=12, genuine_per_writer=4, forged_per_writer=4,
-          learning_rate=1e-3, margin=None, mining="hard", seed=0, strategy="default",
-          cpu_replicas=0, resume=False, max_minutes=None, mirrors=1, writer_loss=0.0, stroke_variants=1,
-          head="pool", geometry_scale=1.0, output_stride=32, ink_augmentation=True, width_multiplier=1.0,
-          dropout=DEFAULT_DROPOUT, stroke_bend=0.0, ema=0.0, weight_decay=0.0, init_from=None, pooled_loss=0.0,
-          people_fraction=1.0, forgery_loss=0.0, bent_forgeries=0, erase=0.0):
+def train(data, out_dir, **options):
     """Train a tower on the training writers of `data` [(root, layout or None), ...], or on the
-    background characters of one Omniglot folder.
+    background characters of one Omniglot folder. `options` are choices.TrainingOptions' fields;
+    the ones not given keep its defaults.
 
     With `ema` (a momentum, e.g. 0.995) the tower is scored and kept as the exponential moving
     average of its weights over the last steps (Polyak averaging), while training goes on from
@@ -396,41 +391,42 @@ def train(data, out_dir, objective="triplet", arch="tower", input_size=None, epo
     input size) training starts from its weights instead of random ones. Writes to out_dir:
     tower.keras (best on validation), history.csv, run.json.
     """
-    distribution = make_strategy(strategy, cpu_replicas)  # first: devices are fixed once TF starts
+    o = TrainingOptions(**options)
+    distribution = make_strategy(o.strategy, o.cpu_replicas)  # first: devices are fixed once TF starts
     started = time.time()
     out_dir = Path(out_dir)
-    if not resume and (out_dir / "backup").exists():
+    if not o.resume and (out_dir / "backup").exists():
         raise FileExistsError(f"{out_dir} holds an earlier run: pass --resume or use another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {k: v for k, v in locals().items() if k not in ("started", "out_dir", "distribution")}
-    keras.utils.set_random_seed(seed)
+    config = {"data": data, **asdict(o)}
+    keras.utils.set_random_seed(o.seed)
     kind = "omniglot" if any(is_omniglot_folder(root) for root, _ in data) else "signatures"
-    input_size = tuple(input_size or DEFAULT_INPUT_SIZES[kind, arch])
-    train_images, train_set, metric, score = training_data(data, input_size, stroke_variants, stroke_bend,
-                                                           people_fraction, seed, bent_forgeries)
+    input_size = tuple(o.input_size or DEFAULT_INPUT_SIZES[kind, o.arch])
+    train_images, train_set, metric, score = training_data(data, input_size, o.stroke_variants, o.stroke_bend,
+                                                           o.people_fraction, o.seed, o.bent_forgeries)
 
     with distribution.scope():
-        writers = len(writer_keys(train_set)) * mirrors  # the ids writer_batches gives
+        writers = len(writer_keys(train_set)) * o.mirrors  # the ids writer_batches gives
         tower = make_tower(config, input_size)
-        if init_from:
-            start_from(tower, init_from)
-        trainer = SiameseTrainer(tower, objective, margin, mining, writer_loss, writers, pooled_loss,
-                                 forgery_loss, imitated_writers(train_set, mirrors))
+        if o.init_from:
+            start_from(tower, o.init_from)
+        trainer = SiameseTrainer(tower, o.objective, o.margin, o.mining, o.writer_loss, writers, o.pooled_loss,
+                                 o.forgery_loss, imitated_writers(train_set, o.mirrors))
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=epochs * steps_per_epoch, warmup_target=None)
-        trainer.compile(optimizer=make_optimizer(schedule, weight_decay, ema))
-    batch_shape = (writers_per_batch, genuine_per_writer, forged_per_writer)
-    dataset = training_dataset(train_images, train_set, batch_shape, seed, mirrors, geometry_scale,
-                               ink_augmentation, erase)
+            o.learning_rate, decay_steps=o.epochs * o.steps_per_epoch, warmup_target=None)
+        trainer.compile(optimizer=make_optimizer(schedule, o.weight_decay, o.ema))
+    batch_shape = (o.writers_per_batch, o.genuine_per_writer, o.forged_per_writer)
+    dataset = training_dataset(train_images, train_set, batch_shape, o.seed, o.mirrors, o.geometry_scale,
+                               o.ink_augmentation, o.erase)
     callbacks = [
         KeepBest(metric, score, out_dir),
-        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=o.resume),
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=False),
     ]
-    if max_minutes:
-        callbacks.append(TimeBudget(max_minutes, started))
-    trainer.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks)
+    if o.max_minutes:
+        callbacks.append(TimeBudget(o.max_minutes, started))
+    trainer.fit(dataset, epochs=o.epochs, steps_per_epoch=o.steps_per_epoch, callbacks=callbacks)
 
     run = {"config": config, "preprocess_version": PREPROCESS_VERSION,
            "input_size": list(input_size), "replicas": distribution.num_replicas_in_sync,
