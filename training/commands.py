@@ -94,16 +94,16 @@ def parse_size(ctx, param, text):
               default=TRAINING_DEFAULTS.people_fraction, show_default=True,
               help="Train on this fraction of each dataset's training people (at least one), drawn by --seed: "
                    "a learning curve over the number of writers.")
-@click.option("--stroke-variants",
-              default=TRAINING_DEFAULTS.stroke_variants, show_default=True, type=click.IntRange(1, 16),
+@click.option("--stroke-variants", type=click.IntRange(1, 16), default=TRAINING_DEFAULTS.stroke_variants,
+              show_default=True,
               help="Draw each training pen-stroke file this many ways (pen width, pressure response, "
                    "ink, paper); 1: only as the device's pad renderer draws it.")
 @click.option("--stroke-bend", type=click.FloatRange(0.0, 0.5),
               default=TRAINING_DEFAULTS.stroke_bend, show_default=True,
               help="How far the extra stroke variants redraw each pen trajectory, as a writer's hand would "
                    "(smooth displacements of about this fraction of the ink's height); 0: the same path.")
-@click.option("--bent-forgeries",
-              default=TRAINING_DEFAULTS.bent_forgeries, show_default=True, type=click.IntRange(0, 16),
+@click.option("--bent-forgeries", type=click.IntRange(0, 16), default=TRAINING_DEFAULTS.bent_forgeries,
+              show_default=True,
               help="Add this many synthetic skilled forgeries of each training pen-stroke signature: its "
                    "trajectory redrawn bent, as a forger's hand strays from the writer's.")
 @click.option("--geometry-scale", type=click.FloatRange(min=0),
