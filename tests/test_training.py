@@ -294,8 +294,24 @@ def test_the_koch_objective_refuses_the_terms_that_need_unit_embeddings_and_name
     terms = {"--writer-loss": {"writer_loss": 0.2, "writers": 3}, "--pooled-loss": {"pooled_loss": 1.0}}
     for option, weights in terms.items():
         with pytest.raises(ValueError, match=f"{option} needs unit embeddings: use it with triplet, "
-                                             "contrastive, cotuplet, not koch"):
+                                             "contrastive, cotuplet, writer, not koch"):
             SiameseTrainer(tower, "koch", **weights)
+
+
+def test_the_writer_objective_is_the_writer_classification_term_alone():
+    """SigNet's pre-training: no pair term, the cosine softmax at weight 1 unless --writer-loss says."""
+    tf = pytest.importorskip("tensorflow")
+    from edge_verify.training.losses import writer_softmax_loss
+    from edge_verify.training.model import build_tower
+    from edge_verify.training.train import SiameseTrainer
+
+    tower = build_tower(input_size=(32, 64))
+    embeddings = tf.math.l2_normalize(tf.random.stateless_normal((6, 128), seed=(1, 2)), axis=1)
+    writers, genuine = tf.constant([0, 0, 1, 1, 2, 2]), tf.constant([1, 0, 1, 0, 1, 1])
+    for weight, expected in ((0.0, 1.0), (0.5, 0.5)):
+        trainer = SiameseTrainer(tower, "writer", writer_loss=weight, writers=3)
+        term = writer_softmax_loss(embeddings, writers, genuine, trainer.writer_centres)
+        assert float(trainer.total_loss(embeddings, writers, genuine)) == pytest.approx(expected * float(term))
 
 
 def test_mirrored_strategy_trains_on_two_logical_cpus(small_dataset, env, tmp_path):

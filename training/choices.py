@@ -6,7 +6,8 @@ start-up, which must not load TensorFlow.
 """
 from dataclasses import dataclass
 
-OBJECTIVES = ("triplet", "contrastive", "cotuplet", "koch")  # training/losses.py, one function each
+OBJECTIVES = ("triplet", "contrastive", "cotuplet", "koch", "writer")  # training/losses.py, one function each
+# (writer: the writer-classification term alone, losses.writer_softmax_loss)
 HEADS = ("pool", "flatten", "multiscale")  # how the tower's last feature map becomes the embedding
 OUTPUT_STRIDES = (32, 16)  # how much smaller a side of the tower's last feature map is than the input
 DEFAULT_DROPOUT = 0.2  # the rate of the dropout layer before the tower's embedding layer

@@ -1,9 +1,10 @@
 """Training of the Siamese signature embedding.
 
-One tower embeds every image of a batch; the objective (contrastive, triplet or Koch's L1 +
-sigmoid head) is computed over all the pairs of the batch. Batches hold a few training
-writers each, with genuine signatures and skilled forgeries. After each epoch the tower is
-scored on the validation writers (EVALUATION.md, 5 references) and the best one is kept.
+One tower embeds every image of a batch; the objective (contrastive, triplet, co-tuplet or Koch's
+L1 + sigmoid head) is computed over all the pairs of the batch, or (writer) the batch's genuine
+signatures are classified by writer. Batches hold a few training writers each, with genuine
+signatures and skilled forgeries. After each epoch the tower is scored on the validation
+writers (EVALUATION.md, 5 references) and the best one is kept.
 
 Omniglot (a folder with images_background.npz) trains the same way: each character is a
 "writer" whose 20 drawings are genuine, without forgeries; the tower is scored on 20-way
@@ -51,13 +52,13 @@ class SiameseTrainer(keras.Model):
         self.margin = DEFAULT_MARGINS.get(objective) if margin is None else margin
         self.mining = mining
         self.head = build_koch_head(tower.output_shape[-1]) if objective == "koch" else None
-        self.writer_loss = writer_loss
+        self.writer_loss = writer_loss or (1.0 if objective == "writer" else 0.0)  # writer: the term alone
         self.pooled_loss = pooled_loss
         if objective == "koch" and (writer_loss or pooled_loss):
             option = "--writer-loss" if writer_loss else "--pooled-loss"
             others = ", ".join(name for name in OBJECTIVES if name != "koch")
             raise ValueError(f"{option} needs unit embeddings: use it with {others}, not koch")
-        if writer_loss:  # one centre per training writer, for losses.writer_softmax_loss
+        if self.writer_loss:  # one centre per training writer, for losses.writer_softmax_loss
             self.writer_centres = self.add_weight(shape=(tower.output_shape[-1], writers), name="writer_centres")
         self.forgery_loss = forgery_loss
         if forgery_loss:  # losses.forgery_loss: a logistic head, and which writers' forgeries are imitations
@@ -70,6 +71,8 @@ class SiameseTrainer(keras.Model):
         return self.tower(images, training=training)
 
     def pair_loss(self, embeddings, writers, genuine):
+        if self.objective == "writer":
+            return 0.0
         if self.objective == "contrastive":
             return losses.contrastive_loss(embeddings, writers, genuine, self.margin)
         if self.objective == "triplet":
