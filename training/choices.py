@@ -1,5 +1,5 @@
-"""The names a training setting may take, each defined once: the `train` command's options and
-the code that acts on them read them from here.
+"""The names a training setting may take, and every training option's default, each defined
+once: the `train` command's options and the code that acts on them read them from here.
 
 Nothing heavy is imported: the workstation commands build their options from these at
 start-up, which must not load TensorFlow.

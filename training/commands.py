@@ -114,7 +114,8 @@ def parse_size(ctx, param, text):
                    "to the defaults (about 7 degrees, 10 %, 0.15 shear, 5 %); 0: none.")
 @click.option("--erase", type=click.FloatRange(0, 1), default=TRAINING_DEFAULTS.erase, show_default=True,
               help="Share of training images that lose a random rectangle (random erasing); 0: none.")
-@click.option("--ink-augmentation/--no-ink-augmentation", default=True, show_default=True,
+@click.option("--ink-augmentation/--no-ink-augmentation", default=TRAINING_DEFAULTS.ink_augmentation,
+              show_default=True,
               help="Randomly thicken, thin, blur, darken and grain the strokes of training images.")
 @click.option("--learning-rate", default=TRAINING_DEFAULTS.learning_rate, show_default=True)
 @click.option("--margin", type=float, default=TRAINING_DEFAULTS.margin, help="Loss margin (default per objective).")
@@ -125,8 +126,7 @@ def parse_size(ctx, param, text):
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]),
               default=TRAINING_DEFAULTS.strategy,
               show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
-@click.option("--cpu-replicas",
-              default=TRAINING_DEFAULTS.cpu_replicas, hidden=True,
+@click.option("--cpu-replicas", default=TRAINING_DEFAULTS.cpu_replicas, hidden=True,
               help="Split the CPU into N logical devices (testing).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 def train(data_dirs, layouts, out_dir, **options):
