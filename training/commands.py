@@ -40,7 +40,7 @@ def parse_size(ctx, param, text):
 @click.option("--objective", type=click.Choice(OBJECTIVES), default=TRAINING_DEFAULTS.objective,
               show_default=True, help="cotuplet: MS-SigNet's soft-margin tuplet against the writer's skilled "
                                       "forgeries only; writer: writer classification alone (the cosine-softmax "
-                                      "term at --writer-loss, 1 if not given), as SigNet pre-trains before a "
+                                      "term at --writer-loss, or at 1 when that is 0), as SigNet pre-trains before a "
                                       "metric objective fine-tunes with --init-from.")
 @click.option("--arch", type=click.Choice(["tower", "koch"]), default=TRAINING_DEFAULTS.arch, show_default=True,
               help="tower: the compact device network; koch: the Koch et al. baseline.")

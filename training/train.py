@@ -394,49 +394,53 @@ def train(data, out_dir, **options):
     input size) training starts from its weights instead of random ones. Writes to out_dir:
     tower.keras (best on validation), history.csv, run.json.
     """
-    o = TrainingOptions(**options)
-    distribution = make_strategy(o.strategy, o.cpu_replicas)  # first: devices are fixed once TF starts
+    options = TrainingOptions(**options)
+    # first: devices are fixed once TensorFlow starts
+    distribution = make_strategy(options.strategy, options.cpu_replicas)
     started = time.time()
     out_dir = Path(out_dir)
-    if not o.resume and (out_dir / "backup").exists():
+    if not options.resume and (out_dir / "backup").exists():
         raise FileExistsError(f"{out_dir} holds an earlier run: pass --resume or use another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {"data": data, **asdict(o)}
-    keras.utils.set_random_seed(o.seed)
+    config = {"data": data, **asdict(options)}
+    keras.utils.set_random_seed(options.seed)
     kind = "omniglot" if any(is_omniglot_folder(root) for root, _ in data) else "signatures"
-    input_size = tuple(o.input_size or DEFAULT_INPUT_SIZES[kind, o.arch])
-    train_images, train_set, metric, score = training_data(data, input_size, o.stroke_variants, o.stroke_bend,
-                                                           o.people_fraction, o.seed, o.bent_forgeries)
+    input_size = tuple(options.input_size or DEFAULT_INPUT_SIZES[kind, options.arch])
+    train_images, train_set, metric, score = training_data(
+        data, input_size, options.stroke_variants, options.stroke_bend, options.people_fraction, options.seed,
+        options.bent_forgeries)
 
+    training_writers = len(writer_keys(train_set))
     with distribution.scope():
-        writers = len(writer_keys(train_set)) * o.mirrors  # the ids writer_batches gives
+        writers = training_writers * options.mirrors  # the ids writer_batches gives
         tower = make_tower(config, input_size)
-        if o.init_from:
-            start_from(tower, o.init_from)
-        trainer = SiameseTrainer(tower, o.objective, o.margin, o.mining, o.writer_loss, writers, o.pooled_loss,
-                                 o.forgery_loss, imitated_writers(train_set, o.mirrors))
+        if options.init_from:
+            start_from(tower, options.init_from)
+        trainer = SiameseTrainer(tower, options.objective, options.margin, options.mining, options.writer_loss,
+                                 writers, options.pooled_loss, options.forgery_loss,
+                                 imitated_writers(train_set, options.mirrors))
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
-            o.learning_rate, decay_steps=o.epochs * o.steps_per_epoch, warmup_target=None)
-        trainer.compile(optimizer=make_optimizer(schedule, o.weight_decay, o.ema))
-    batch_shape = (o.writers_per_batch, o.genuine_per_writer, o.forged_per_writer)
-    dataset = training_dataset(train_images, train_set, batch_shape, o.seed, o.mirrors, o.geometry_scale,
-                               o.ink_augmentation, o.erase)
+            options.learning_rate, decay_steps=options.epochs * options.steps_per_epoch, warmup_target=None)
+        trainer.compile(optimizer=make_optimizer(schedule, options.weight_decay, options.ema))
+    batch_shape = (options.writers_per_batch, options.genuine_per_writer, options.forged_per_writer)
+    dataset = training_dataset(train_images, train_set, batch_shape, options.seed, options.mirrors,
+                               options.geometry_scale, options.ink_augmentation, options.erase)
     callbacks = [
         KeepBest(metric, score, out_dir),
-        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=o.resume),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=options.resume),
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=False),
     ]
-    if o.max_minutes:
-        callbacks.append(TimeBudget(o.max_minutes, started))
-    trainer.fit(dataset, epochs=o.epochs, steps_per_epoch=o.steps_per_epoch, callbacks=callbacks)
+    if options.max_minutes:
+        callbacks.append(TimeBudget(options.max_minutes, started))
+    trainer.fit(dataset, epochs=options.epochs, steps_per_epoch=options.steps_per_epoch, callbacks=callbacks)
 
     run = {"config": config, "preprocess_version": PREPROCESS_VERSION,
            "input_size": list(input_size), "replicas": distribution.num_replicas_in_sync,
            "validation": metric,
            "parameters": trainer.tower.count_params(),
            "best": callbacks[0].best, "wall_seconds": round(time.time() - started, 1),
-           "training_writers": len(writer_keys(train_set)),
+           "training_writers": training_writers,
            "training_images": len(train_set), "versions": {"tensorflow": tf.__version__,
                                                            "keras": keras.__version__}}
     (out_dir / "run.json").write_text(json.dumps(run, indent=2, default=str))
