@@ -566,6 +566,31 @@ def test_geometry_scale_zero_leaves_the_shapes_where_they_are():
     assert ((moved > 0) == (images > 0)).mean() < ((still > 0) == (images > 0)).mean()
 
 
+def test_rotation_sets_how_far_training_images_turn():
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    from edge_verify.training.augment import augment
+
+    keras.utils.set_random_seed(0)
+    images = np.zeros((32, 64, 128, 1), np.float32)
+    images[:, 30:34, 24:104] = 1.0  # a level stroke
+
+    def turns(rotation):
+        """The angle, in degrees, of each augmented stroke's principal axis."""
+        moved = augment(tf.constant(images), ink=False, rotation=rotation).numpy()[..., 0]
+        angles = []
+        for image in moved:
+            rows, columns = np.nonzero(image > 0.5)
+            covariance = np.cov(np.stack([columns, -rows]))
+            values, vectors = np.linalg.eigh(covariance)
+            x, y = vectors[:, -1]
+            angles.append(np.degrees(np.arctan(y / x)))
+        return np.abs(angles)
+
+    assert turns(7.2).max() < 12  # the default: a few degrees (shear adds about 3)
+    assert turns(30).max() > 20
+
+
 def test_without_ink_augmentation_the_strokes_keep_their_pixels():
     tf = pytest.importorskip("tensorflow")
     from edge_verify.training.augment import augment

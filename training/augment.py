@@ -10,14 +10,17 @@ from functools import cache
 import keras
 import tensorflow as tf
 
+from edge_verify.training.choices import TRAINING_DEFAULTS
+
 
 @cache
-def geometry(scale=1.0):
-    """Small rotation, scale, shear and shift, each range times `scale` (built on first use: it
-    creates TF state). Slant and proportions are also what gives a forgery away, so an embedding
-    taught to ignore large changes of them may stop seeing them: `scale` < 1 keeps them."""
+def geometry(scale=1.0, rotation=TRAINING_DEFAULTS.rotation):
+    """Small rotation (up to `rotation` degrees either way), scale, shear and shift, each range
+    times `scale` (built on first use: it creates TF state). Slant and proportions are also what
+    gives a forgery away, so an embedding taught to ignore large changes of them may stop seeing
+    them: `scale` < 1 keeps them."""
     return keras.Sequential([
-        keras.layers.RandomRotation(0.02 * scale, fill_mode="constant"),          # about +-7 degrees at 1
+        keras.layers.RandomRotation(rotation / 360 * scale, fill_mode="constant"),  # a factor is of a turn
         keras.layers.RandomZoom((-0.1 * scale, 0.1 * scale), fill_mode="constant"),
         keras.layers.RandomShear(x_factor=0.15 * scale, y_factor=0.05 * scale, fill_mode="constant"),
         keras.layers.RandomTranslation(0.05 * scale, 0.05 * scale, fill_mode="constant"),
@@ -58,16 +61,18 @@ def erase(images, probability, largest=0.3):
     return tf.where((inside & picked)[..., None], 0.0, images)
 
 
-def augment(images, geometry_scale=1.0, ink=True, erase_probability=0.0):
+def augment(images, geometry_scale=1.0, ink=True, erase_probability=0.0,
+            rotation=TRAINING_DEFAULTS.rotation):
     """Return a randomly altered copy of a batch of preprocessed signatures.
 
     ink False leaves the strokes as they are (no thickening, thinning, blur, intensity or grain):
     line quality and pen pressure are also what gives a forgery away. erase_probability: the
-    share of images that lose a rectangle (`erase`).
+    share of images that lose a rectangle (`erase`). rotation: the largest turn, in degrees either
+    way, at geometry_scale 1.
     """
     shape = tf.shape(images)
     batch = shape[0]
-    x = geometry(geometry_scale)(images, training=True) if geometry_scale else images
+    x = geometry(geometry_scale, rotation)(images, training=True) if geometry_scale else images
     if erase_probability:
         x = erase(x, erase_probability)
     if not ink:

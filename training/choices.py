@@ -38,6 +38,7 @@ class TrainingOptions:
     stroke_variants: int = 1
     head: str = "pool"  # one of HEADS
     geometry_scale: float = 1.0
+    rotation: float = 7.2  # degrees either way at geometry_scale 1 (training/augment.py)
     output_stride: int = 32  # one of OUTPUT_STRIDES
     ink_augmentation: bool = True
     width_multiplier: float = 1.0

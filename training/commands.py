@@ -111,7 +111,11 @@ def parse_size(ctx, param, text):
 @click.option("--geometry-scale", type=click.FloatRange(min=0),
               default=TRAINING_DEFAULTS.geometry_scale, show_default=True,
               help="How far the random rotation, zoom, shear and shift of training images go, relative "
-                   "to the defaults (about 7 degrees, 10 %, 0.15 shear, 5 %); 0: none.")
+                   "to the defaults (--rotation, 10 %, 0.15 shear, 5 %); 0: none.")
+@click.option("--rotation", type=click.FloatRange(0, 45), default=TRAINING_DEFAULTS.rotation,
+              show_default=True,
+              help="The largest random turn of a training image, in degrees either way (times "
+                   "--geometry-scale): people sign at an angle to the page or pad.")
 @click.option("--erase", type=click.FloatRange(0, 1), default=TRAINING_DEFAULTS.erase, show_default=True,
               help="Share of training images that lose a random rectangle (random erasing); 0: none.")
 @click.option("--ink-augmentation/--no-ink-augmentation", default=TRAINING_DEFAULTS.ink_augmentation,

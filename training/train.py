@@ -25,7 +25,7 @@ from edge_verify.edge.preprocess import PREPROCESS_VERSION
 from edge_verify.training import losses
 from edge_verify.training.arrays import preprocessed_images, to_model_input
 from edge_verify.training.augment import augment
-from edge_verify.training.choices import OBJECTIVES, TrainingOptions
+from edge_verify.training.choices import OBJECTIVES, TRAINING_DEFAULTS, TrainingOptions
 from edge_verify.training.datasets import (dataset_weights, is_stroke_file, read_signatures, select_split,
                                           some_people)
 from edge_verify.training.evaluate import koch_evaluate_embeddings, pool_eer
@@ -222,7 +222,7 @@ def mirror(images, mirrors):
 
 
 def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geometry_scale=1.0,
-                     ink_augmentation=True, erase=0.0):
+                     ink_augmentation=True, erase=0.0, rotation=TRAINING_DEFAULTS.rotation):
     """tf.data pipeline: sampled writer batches -> augmented float images + pair labels."""
     images = tf.constant(images_u8)
     batch = batch_shape[0] * (batch_shape[1] + batch_shape[2])
@@ -234,7 +234,7 @@ def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geomet
 
     def to_example(indices, writers, genuine, mirrored):
         x = tf.cast(tf.gather(images, indices), tf.float32)[..., None] / 255.0
-        return augment(mirror(x, mirrored), geometry_scale, ink_augmentation, erase), (writers, genuine)
+        return augment(mirror(x, mirrored), geometry_scale, ink_augmentation, erase, rotation), (writers, genuine)
 
     return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
@@ -425,7 +425,8 @@ def train(data, out_dir, **options):
         trainer.compile(optimizer=make_optimizer(schedule, options.weight_decay, options.ema))
     batch_shape = (options.writers_per_batch, options.genuine_per_writer, options.forged_per_writer)
     dataset = training_dataset(train_images, train_set, batch_shape, options.seed, options.mirrors,
-                               options.geometry_scale, options.ink_augmentation, options.erase)
+                               options.geometry_scale, options.ink_augmentation, options.erase,
+                               options.rotation)
     callbacks = [
         KeepBest(metric, score, out_dir),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=options.resume),
