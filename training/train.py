@@ -234,7 +234,8 @@ def training_dataset(images_u8, signatures, batch_shape, seed, mirrors=1, geomet
 
     def to_example(indices, writers, genuine, mirrored):
         x = tf.cast(tf.gather(images, indices), tf.float32)[..., None] / 255.0
-        return augment(mirror(x, mirrored), geometry_scale, ink_augmentation, erase, rotation), (writers, genuine)
+        x = augment(mirror(x, mirrored), geometry_scale, ink_augmentation, erase, rotation)
+        return x, (writers, genuine)
 
     return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
