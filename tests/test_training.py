@@ -245,6 +245,27 @@ def test_pooled_ranking_loss_holds_every_writer_to_one_distance_scale():
     assert float(pooled_ranking_loss(one_scale_each, writers, no_forgeries)) == 0.0
 
 
+def test_distillation_loss_is_zero_only_when_the_tower_arranges_the_batch_as_its_teachers_do():
+    tf = pytest.importorskip("tensorflow")
+    from edge_verify.training.losses import distillation_loss
+
+    unit = lambda rows: tf.math.l2_normalize(tf.constant(rows, tf.float32), axis=1)
+    teacher = unit([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0.2, 1]])
+    rotated = tf.matmul(teacher, tf.constant([[0, 1, 0], [0, 0, 1], [1, 0, 0]], tf.float32))  # same angles
+    assert float(distillation_loss(rotated, [teacher])) == pytest.approx(0, abs=1e-6)
+    assert float(distillation_loss(rotated, [teacher, teacher])) == pytest.approx(0, abs=1e-6)
+    shuffled = tf.gather(teacher, [2, 1, 0, 3])  # the same embeddings given to other images
+    assert float(distillation_loss(shuffled, [teacher])) > 0.1
+    # two teachers: the student is held to their mean similarity, not to either one
+    other = unit([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0], [0, 0.2, 1]])
+    both = float(distillation_loss(teacher, [teacher, other]))
+    assert 0 < both < float(distillation_loss(teacher, [other]))
+    with tf.GradientTape() as tape:
+        tape.watch(teacher)
+        loss = distillation_loss(shuffled, [teacher])
+    assert tape.gradient(loss, teacher) is None  # the teachers do not learn
+
+
 def test_forgery_loss_is_low_when_the_embedding_tells_forgeries_of_any_writer_apart():
     """SigNet-F's term: one logistic head for every writer. Stand-in forgeries (another person's
     own writing, as Cross-media's) do not count: they carry no imitation to learn from."""
@@ -664,6 +685,25 @@ def test_train_init_from_starts_from_a_saved_towers_weights(small_dataset, env, 
     other = cli("train", *common, "--out", str(tmp_path / "other"), "--width-multiplier", "0.5",
                 "--init-from", str(saved), env=env)
     assert other.returncode == 2 and "not a tower of this architecture" in other.stderr
+
+
+def test_train_with_a_teacher_imitates_it_and_refuses_a_teacher_it_cannot_use(small_dataset, env, tmp_path):
+    pytest.importorskip("tensorflow")
+    common = ["--data", str(small_dataset), "--layout", "generic", "--steps-per-epoch", "2",
+              "--writers-per-batch", "4", "--epochs", "1"]
+    first = cli("train", *common, "--out", str(tmp_path / "teacher"), "--seed", "3", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    teacher = str(tmp_path / "teacher" / "tower.keras")
+    student = cli("train", *common, "--out", str(tmp_path / "student"), "--teacher", teacher,
+                  "--distill-loss", "10", env=env)
+    assert student.returncode == 0, student.stderr[-2000:]
+    config = json.loads((tmp_path / "student" / "run.json").read_text())["config"]
+    assert (config["teachers"], config["distill_loss"]) == ([teacher], 10.0)
+    unweighted = cli("train", *common, "--out", str(tmp_path / "unweighted"), "--teacher", teacher, env=env)
+    assert unweighted.returncode == 2 and "--distill-loss" in unweighted.stderr
+    smaller = cli("train", *common, "--out", str(tmp_path / "smaller"), "--input-size", "48x96",
+                  "--teacher", teacher, "--distill-loss", "1", env=env)
+    assert smaller.returncode == 2 and "takes images of" in smaller.stderr
 
 
 def test_the_towers_kept_in_the_repository_fit_the_tower_their_run_trained():

@@ -47,6 +47,8 @@ class TrainingOptions:
     ema: float = 0.0
     weight_decay: float = 0.0
     init_from: str | None = None
+    teachers: tuple = ()  # saved towers whose ensemble the tower learns to imitate
+    distill_loss: float = 0.0  # the weight of that term (losses.distillation_loss)
     pooled_loss: float = 0.0
     people_fraction: float = 1.0
     forgery_loss: float = 0.0

@@ -68,6 +68,13 @@ def parse_size(ctx, param, text):
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False),
               help="Start from the weights of this saved tower.keras (same architecture and input size) "
                    "instead of random ones: fine-tuning.")
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A saved tower.keras (repeat for several) whose ensemble the tower learns to imitate: "
+                   "distillation, weighted by --distill-loss.")
+@click.option("--distill-loss", type=click.FloatRange(min=0), default=TRAINING_DEFAULTS.distill_loss,
+              show_default=True,
+              help="Weight of the term that asks the tower's similarities of every two images of a batch "
+                   "to equal the --teacher towers' mean similarity; 0: off.")
 @click.option("--input-size", callback=parse_size,
               help="Network input HxW, e.g. 32x32 [default: 96x192 for signatures, 48x48 for Omniglot; "
                    "64x128 and 105x105 with --arch koch].")

@@ -168,3 +168,15 @@ def writer_softmax_loss(embeddings, writers, genuine, centres, scale=16.0):
     cross_entropy = tf.keras.losses.sparse_categorical_crossentropy(writers, logits, from_logits=True)
     return masked_mean(cross_entropy, tf.cast(genuine, tf.bool))
 
+
+def distillation_loss(embeddings, teacher_embeddings):
+    """Relational knowledge distillation (Park et al. 2019): the student's cosine similarity of
+    every two images of the batch should equal the teachers'. `teacher_embeddings` is a list of
+    (B, D_i) unit embeddings, one per teacher; their ensemble's similarity is the mean of theirs,
+    as for the concatenation of the teachers' embeddings. The mean squared difference over the
+    pairs (the diagonal, always 1, left out)."""
+    student = tf.matmul(embeddings, embeddings, transpose_b=True)
+    teacher = tf.add_n([tf.matmul(t, t, transpose_b=True) for t in teacher_embeddings]) / len(teacher_embeddings)
+    pairs = tf.logical_not(tf.eye(tf.shape(embeddings)[0], dtype=tf.bool))
+    return masked_mean(tf.square(student - tf.stop_gradient(teacher)), pairs)
+

@@ -45,7 +45,7 @@ class SiameseTrainer(keras.Model):
     """Trains a tower with a pairwise objective; `call` is the tower itself."""
 
     def __init__(self, tower, objective="triplet", margin=None, mining="hard", writer_loss=0.0, writers=0,
-                 pooled_loss=0.0, forgery_loss=0.0, imitated=None):
+                 pooled_loss=0.0, forgery_loss=0.0, imitated=None, teachers=(), distill_loss=0.0):
         super().__init__()
         self.tower = tower
         self.objective = objective
@@ -65,6 +65,11 @@ class SiameseTrainer(keras.Model):
             self.forgery_head = keras.layers.Dense(1, name="forgery_head")
             self.forgery_head.build((None, tower.output_shape[-1]))  # before the optimizer takes the variables
             self.imitated = tf.constant([True] * writers if imitated is None else imitated, tf.bool)
+        if bool(teachers) != bool(distill_loss):
+            raise ValueError("distillation needs both --teacher and a --distill-loss above 0")
+        self.teachers, self.distill_loss = list(teachers), distill_loss  # frozen towers to imitate
+        for teacher in self.teachers:
+            teacher.trainable = False
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def call(self, images, training=False):
@@ -81,7 +86,7 @@ class SiameseTrainer(keras.Model):
             return losses.cotuplet_loss(embeddings, writers, genuine, self.margin)
         return losses.koch_loss(embeddings, writers, genuine, self.head)
 
-    def total_loss(self, embeddings, writers, genuine):
+    def total_loss(self, embeddings, writers, genuine, teacher_embeddings=()):
         loss = self.pair_loss(embeddings, writers, genuine)
         if self.writer_loss:
             loss += self.writer_loss * losses.writer_softmax_loss(embeddings, writers, genuine, self.writer_centres)
@@ -90,12 +95,15 @@ class SiameseTrainer(keras.Model):
         if self.forgery_loss:
             counted = tf.cast(genuine, tf.bool) | tf.gather(self.imitated, writers)
             loss += self.forgery_loss * losses.forgery_loss(embeddings, genuine, counted, self.forgery_head)
+        if self.distill_loss:
+            loss += self.distill_loss * losses.distillation_loss(embeddings, teacher_embeddings)
         return loss
 
     def train_step(self, data):
         images, (writers, genuine) = data
+        teacher_embeddings = [teacher(images, training=False) for teacher in self.teachers]
         with tf.GradientTape() as tape:
-            loss = self.total_loss(self(images, training=True), writers, genuine)
+            loss = self.total_loss(self(images, training=True), writers, genuine, teacher_embeddings)
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = loss / replicas
         variables = self.trainable_variables
@@ -324,6 +332,16 @@ def start_from(tower, path):
     tower.set_weights(saved.get_weights())
 
 
+def load_teacher(tower, path):
+    """The tower saved at `path`, to imitate: it must take `tower`'s input (its layers and
+    embedding size may differ: only its similarities are imitated)."""
+    saved = keras.saving.load_model(path, compile=False)
+    if tuple(saved.input_shape[1:]) != tuple(tower.input_shape[1:]):
+        raise ValueError(f"teacher {path} takes images of {saved.input_shape[1:]}, "
+                         f"the tower to train {tower.input_shape[1:]}")
+    return saved
+
+
 class KeepBest(keras.callbacks.Callback):
     """Scores the tower on held-out data after each epoch; keeps the best tower.
 
@@ -417,9 +435,10 @@ def train(data, out_dir, **options):
         tower = make_tower(config, input_size)
         if options.init_from:
             start_from(tower, options.init_from)
+        teachers = [load_teacher(tower, path) for path in options.teachers]
         trainer = SiameseTrainer(tower, options.objective, options.margin, options.mining, options.writer_loss,
                                  writers, options.pooled_loss, options.forgery_loss,
-                                 imitated_writers(train_set, options.mirrors))
+                                 imitated_writers(train_set, options.mirrors), teachers, options.distill_loss)
         trainer.build((None, *input_size, 1))
         schedule = keras.optimizers.schedules.CosineDecay(
             options.learning_rate, decay_steps=options.epochs * options.steps_per_epoch, warmup_target=None)
