@@ -179,4 +179,3 @@ def distillation_loss(embeddings, teacher_embeddings):
     teacher = tf.add_n([tf.matmul(t, t, transpose_b=True) for t in teacher_embeddings]) / len(teacher_embeddings)
     pairs = tf.logical_not(tf.eye(tf.shape(embeddings)[0], dtype=tf.bool))
     return masked_mean(tf.square(student - tf.stop_gradient(teacher)), pairs)
-
