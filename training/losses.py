@@ -10,12 +10,17 @@ only the skilled forgeries of the anchor's writer as negatives.
 import tensorflow as tf
 
 
+def off_diagonal(size):
+    """(size, size) boolean mask of every pair of two different images of a batch."""
+    return tf.logical_not(tf.eye(size, dtype=tf.bool))
+
+
 def pair_masks(writers, genuine):
     """(B, B) boolean masks of the positive and negative pairs; the anchor (row) is genuine."""
     same_writer = tf.equal(writers[:, None], writers[None, :])
     genuine = tf.cast(genuine, tf.bool)
     anchor = genuine[:, None]
-    not_self = tf.logical_not(tf.eye(tf.shape(writers)[0], dtype=tf.bool))
+    not_self = off_diagonal(tf.shape(writers)[0])
     positive = anchor & same_writer & genuine[None, :] & not_self
     negative = anchor & (tf.logical_not(same_writer) | tf.logical_not(genuine[None, :]))
     return positive, negative
@@ -177,5 +182,4 @@ def distillation_loss(embeddings, teacher_embeddings):
     pairs (the diagonal, always 1, left out)."""
     student = tf.matmul(embeddings, embeddings, transpose_b=True)
     teacher = tf.add_n([tf.matmul(t, t, transpose_b=True) for t in teacher_embeddings]) / len(teacher_embeddings)
-    pairs = tf.logical_not(tf.eye(tf.shape(embeddings)[0], dtype=tf.bool))
-    return masked_mean(tf.square(student - tf.stop_gradient(teacher)), pairs)
+    return masked_mean(tf.square(student - tf.stop_gradient(teacher)), off_diagonal(tf.shape(embeddings)[0]))
